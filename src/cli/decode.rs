@@ -1,0 +1,10 @@
+/*! `sml decode`. */
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`sml decode` is not implemented yet")
+}

@@ -1,0 +1,46 @@
+/*!
+The command line: `sml check`, `sml decode`, `sml run`. Raw clap arguments live here; each
+subcommand's module resolves them into a validated configuration and runs it. Errors surface as
+`anyhow` only in this layer.
+*/
+
+pub mod check;
+pub mod decode;
+pub mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sml", version, about = "Run Tasmota smart-meter scripts off the ESP", propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check scripts: exit 0 when every file compiles, 1 with one diagnostic per problem.
+    Check(check::Args),
+    /// Replay a capture's bytes through a meter of a script and print a SENSOR JSON line per telegram.
+    Decode(decode::Args),
+    /// Run a script: read the meters, publish SENSOR JSON on MQTT (or stdout without a broker).
+    Run(run::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(a) => check::execute(a),
+        Command::Decode(a) => decode::execute(a),
+        Command::Run(a) => run::execute(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sml: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,10 @@
+/*! `sml run`. */
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn execute(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`sml run` is not implemented yet")
+}

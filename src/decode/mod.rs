@@ -1,0 +1,126 @@
+/*!
+Decoders: bytes from a meter in, values out. Sans-IO: no decoder reads a port, sleeps or knows MQTT.
+
+The order of calls, for a link driver:
+1. [`Decoder::handle_bytes`] with whatever the link delivered (any chunking: one byte or a megabyte);
+2. [`Decoder::poll_event`] until `None`: complete telegrams, resyncs and errors in stream order;
+3. [`Decoder::poll_transmit`] until `None`: request telegrams that are due (Modbus polls, `/?!`);
+4. sleep until [`Decoder::poll_timeout`] or more bytes, then [`Decoder::handle_timeout`].
+
+Framing (finding a telegram, checking its CRC) is kept apart from matching metric lines in each
+protocol module, so each half is tested alone.
+*/
+
+pub mod obis;
+pub mod request;
+pub mod sml;
+
+use std::time::Instant;
+
+use crate::script::model::{Decoding, EntryNo, Meter};
+
+/// A value read from a telegram, already scaled (or a captured string).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Number(f64),
+    Text(String),
+}
+
+/// One metric line's value from one telegram.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    pub entry: EntryNo,
+    pub value: Value,
+}
+
+/// A complete, checked telegram and the values the meter's metric lines found in it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Telegram {
+    pub readings: Vec<Reading>,
+}
+
+/// What a decoder reports, in stream order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeEvent {
+    Telegram(Telegram),
+    /// Bytes dropped while looking for the next telegram start (garbage, a lost sync).
+    Discarded { bytes: usize },
+    /// A telegram that was found but rejected: nothing from it is published.
+    Error(DecodeError),
+}
+
+/// Why a telegram was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("CRC mismatch: telegram says {expected:04X}, computed {computed:04X}")]
+    BadCrc { expected: u16, computed: u16 },
+    #[error("telegram truncated after {bytes} bytes: {why}")]
+    Truncated { bytes: usize, why: &'static str },
+    #[error("telegram longer than {limit} bytes without an end; dropped")]
+    TooLong { limit: usize },
+    #[error("malformed telegram at byte {offset}: {why}")]
+    Malformed { offset: usize, why: String },
+}
+
+/// Counters every decoder keeps; `sml decode --stats` prints them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeStats {
+    pub telegrams: u64,
+    pub crc_errors: u64,
+    /// Telegrams rejected for any other reason (truncated, too long, malformed).
+    pub rejected: u64,
+    pub bytes_skipped: u64,
+    pub bytes_in: u64,
+}
+
+/// A streaming decoder for one meter.
+pub trait Decoder: Send {
+    /// Take bytes as the link delivered them.
+    fn handle_bytes(&mut self, now: Instant, bytes: &[u8]);
+    /// The next event, or `None` when the bytes so far hold no more.
+    fn poll_event(&mut self) -> Option<DecodeEvent>;
+    /// Bytes to send to the meter now, if any are due.
+    fn poll_transmit(&mut self, _now: Instant) -> Option<Vec<u8>> {
+        None
+    }
+    /// When the decoder next wants [`Decoder::handle_timeout`] or [`Decoder::poll_transmit`].
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    /// Time has passed (a silence ended a frame, a request is due).
+    fn handle_timeout(&mut self, _now: Instant) {}
+    /// The input ended (end of a capture): report a truncated tail as an error event.
+    fn handle_end(&mut self) {}
+    fn stats(&self) -> DecodeStats;
+}
+
+/// Why no decoder could be built for a meter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedMeter {
+    #[error("meter {index}: type '{letter}' is parsed but not decoded yet")]
+    NotYet { index: u8, letter: char },
+}
+
+/// The decoder for a compiled meter.
+pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> {
+    match &meter.decoding {
+        Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
+        Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
+        other => Err(UnsupportedMeter::NotYet { index: meter.index, letter: other.type_letter() }),
+    }
+}
+
+/// Apply a number line's offset and divisor, as Tasmota does: (raw + offset) / divisor.
+pub fn scale(raw: f64, spec: &crate::script::model::ValueSpec) -> f64 {
+    match spec {
+        crate::script::model::ValueSpec::Number { divisor, offset } => {
+            let v = raw + offset;
+            if *divisor == 0.0 {
+                v
+            } else {
+                v / divisor
+            }
+        }
+        crate::script::model::ValueSpec::Text { .. } => raw,
+    }
+}

@@ -1,0 +1,7 @@
+/*!
+The engine: values, timing and (later) hooks. Pure: it is driven with `now` and returns what to
+publish; it never touches a port or a broker.
+*/
+
+pub mod json;
+pub mod values;

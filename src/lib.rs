@@ -1,0 +1,14 @@
+/*!
+sml: run Tasmota smart-meter scripts off the ESP.
+
+The layout follows the data: [`script`] (text to model) -> [`decode`] (bytes to values, per protocol)
+-> [`link`] (serial, TCP, replay) -> [`engine`] (values, timing, hooks) -> [`publish`] (MQTT, stdout)
+-> [`cli`]. No decoder knows MQTT; no link knows a protocol.
+*/
+
+pub mod cli;
+pub mod decode;
+pub mod engine;
+pub mod link;
+pub mod publish;
+pub mod script;

@@ -1,0 +1,1 @@
+/*! Sinks for SENSOR payloads: MQTT, stdout. */
