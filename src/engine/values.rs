@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::decode::{Telegram, Value};
 use crate::engine::json;
-use crate::script::model::{EntryNo, Script};
+use crate::script::model::{DerivedKind, EntryNo, MathOp, Operand, Script};
 
 /// Where an entry goes in JSON.
 #[derive(Debug, Clone)]
@@ -26,10 +26,21 @@ struct Slot {
     at: Option<Instant>,
 }
 
+/// An `=m` or `=d` line, computed from other entries.
+#[derive(Debug, Clone)]
+struct DerivedSlot {
+    entry: EntryNo,
+    kind: DerivedKind,
+    divisor: f64,
+    /// `=d`: the counter value and time at the start of the current interval.
+    last: Option<(f64, Instant)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ValueTable {
     /// Index = entry number - 1.
     slots: Vec<Slot>,
+    derived: Vec<DerivedSlot>,
 }
 
 /// A payload to publish on the SENSOR topic.
@@ -51,7 +62,13 @@ impl ValueTable {
                 at: None,
             });
         }
-        ValueTable { slots }
+        let derived = script
+            .meters
+            .iter()
+            .flat_map(|m| &m.derived)
+            .map(|d| DerivedSlot { entry: d.output.entry, kind: d.kind.clone(), divisor: d.divisor, last: None })
+            .collect();
+        ValueTable { slots, derived }
     }
 
     /// Store a telegram's readings; returns the entries whose lines ask to be published on every
@@ -67,7 +84,73 @@ impl ValueTable {
                 }
             }
         }
+        self.update_math(now);
         each
+    }
+
+    /// Recompute the `=m` lines (Tasmota does it about once a second; after every telegram is the
+    /// same values, sooner). A line whose operands are not all known yet stays unset.
+    fn update_math(&mut self, now: Instant) {
+        for i in 0..self.derived.len() {
+            let DerivedKind::Math { first, ops } = &self.derived[i].kind else { continue };
+            let operand = |o: &Operand| match o {
+                Operand::Constant(c) => Some(*c),
+                Operand::Entry(e) => self.number(*e),
+            };
+            // Strictly left to right, as Tasmota evaluates: no operator precedence.
+            let mut acc = operand(first);
+            for (op, o) in ops {
+                acc = match (acc, operand(o)) {
+                    (Some(a), Some(b)) => Some(match op {
+                        MathOp::Add => a + b,
+                        MathOp::Sub => a - b,
+                        MathOp::Mul => a * b,
+                        MathOp::Div => a / b,
+                    }),
+                    _ => None,
+                };
+            }
+            let (entry, divisor) = (self.derived[i].entry, self.derived[i].divisor);
+            if let Some(v) = acc {
+                self.set(entry, now, apply_divisor(v, divisor));
+            }
+        }
+    }
+
+    /// Advance the `=d` lines: every interval, the change of the counter entry as an hourly rate
+    /// x 1000 (a kWh counter gives W), divided by the line's scale; valid from the second interval.
+    pub fn handle_tick(&mut self, now: Instant) {
+        for i in 0..self.derived.len() {
+            let DerivedKind::Difference { entry: source, interval_s } = self.derived[i].kind else { continue };
+            let Some(current) = self.number(source) else { continue };
+            match self.derived[i].last {
+                None => self.derived[i].last = Some((current, now)),
+                Some((prev, at)) => {
+                    let elapsed = now.duration_since(at).as_secs_f64();
+                    if elapsed + 1e-3 < f64::from(interval_s.max(1)) {
+                        continue;
+                    }
+                    let rate = (current - prev) * 3600.0 * 1000.0 / elapsed;
+                    let (entry, divisor) = (self.derived[i].entry, self.derived[i].divisor);
+                    self.set(entry, now, apply_divisor(rate, divisor));
+                    self.derived[i].last = Some((current, now));
+                }
+            }
+        }
+    }
+
+    fn number(&self, entry: EntryNo) -> Option<f64> {
+        match self.get(entry) {
+            Some(Value::Number(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, entry: EntryNo, now: Instant, v: f64) {
+        if let Some(slot) = self.slots.get_mut(usize::from(entry).wrapping_sub(1)) {
+            slot.value = Some(Value::Number(v));
+            slot.at = Some(now);
+        }
     }
 
     pub fn get(&self, entry: EntryNo) -> Option<&Value> {
@@ -129,5 +212,13 @@ impl ValueTable {
         }
         out.push('}');
         Some(SensorPayload(out))
+    }
+}
+
+fn apply_divisor(v: f64, divisor: f64) -> f64 {
+    if divisor == 0.0 {
+        v
+    } else {
+        v / divisor
     }
 }
