@@ -342,3 +342,422 @@ fn ascii_text(bytes: &[u8]) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::frame::encode;
+    use super::*;
+    use crate::script::model::{
+        MeterOptions, MeterSource, Metric, Output, Parity, Precision, Requests, SerialSettings,
+        SmlCrcMode, SmlPattern,
+    };
+
+    fn number(divisor: f64) -> ValueSpec {
+        ValueSpec::Number {
+            divisor,
+            offset: 0.0,
+        }
+    }
+
+    /// A meter with one metric line per `(pattern hex, bit, value spec)`; entries numbered from 1.
+    fn meter(lines: &[(&str, Option<u8>, ValueSpec)], options: MeterOptions) -> Meter {
+        let metrics = lines
+            .iter()
+            .enumerate()
+            .map(|(i, (hex, bit, value))| Metric {
+                pattern: SmlPattern {
+                    bytes: (0..hex.len())
+                        .step_by(2)
+                        .map(|j| u8::from_str_radix(&hex[j..j + 2], 16).ok())
+                        .collect(),
+                    bit: *bit,
+                },
+                value: value.clone(),
+                output: Output {
+                    entry: i as EntryNo + 1,
+                    line: i as u32 + 6,
+                    label: String::new(),
+                    unit: String::new(),
+                    name: format!("v{}", i + 1),
+                    precision: Precision::from_field(3),
+                },
+            })
+            .collect();
+        Meter {
+            index: 1,
+            line: 5,
+            source: MeterSource::Pin(3),
+            serial: SerialSettings {
+                baud: 9600,
+                data_bits: 8,
+                parity: Parity::None,
+                stop_bits: 1,
+            },
+            flags: 0,
+            prefix: Some("SML".into()),
+            tx: None,
+            requests: Requests::default(),
+            options,
+            decoding: Decoding::Sml(metrics),
+            derived: Vec::new(),
+            html: Vec::new(),
+        }
+    }
+
+    /// A list entry: objName, status, no time, unit, scaler, value (already TL-encoded), no signature.
+    fn entry(obis: [u8; 6], status: &[u8], unit: u8, scaler: i8, value: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x77, 0x07];
+        v.extend_from_slice(&obis);
+        v.extend_from_slice(status);
+        v.extend_from_slice(&[0x01, 0x62, unit, 0x52, scaler as u8]);
+        v.extend_from_slice(value);
+        v.push(0x01);
+        v
+    }
+
+    /// A GetListResponse message (list of 6 around a list of 7 around the value list).
+    fn frame_with(entries: &[Vec<u8>]) -> Vec<u8> {
+        let mut data = vec![
+            0x76, 0x02, 0x01, 0x62, 0x00, 0x62, 0x00, 0x72, 0x63, 0x07, 0x01, 0x77, 0x01,
+        ];
+        data.extend_from_slice(&[
+            0x0b, 0x0a, 0x01, 0x45, 0x4d, 0x48, 0x00, 0x00, 0x7f, 0x00, 0x01,
+        ]); // server id
+        data.extend_from_slice(&[0x01, 0x01, 0x70 | entries.len() as u8]);
+        for e in entries {
+            data.extend_from_slice(e);
+        }
+        data.extend_from_slice(&[0x01, 0x01, 0x63, 0x12, 0x34, 0x00]);
+        encode(&data)
+    }
+
+    fn decode(meter: &Meter, bytes: &[u8]) -> (Vec<DecodeEvent>, DecodeStats) {
+        let mut d = SmlDecoder::new(meter);
+        d.handle_bytes(Instant::now(), bytes);
+        d.handle_end();
+        let events = std::iter::from_fn(|| d.poll_event()).collect();
+        (events, d.stats())
+    }
+
+    fn values(events: &[DecodeEvent]) -> Vec<Vec<(EntryNo, Value)>> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                DecodeEvent::Telegram(t) => Some(
+                    t.readings
+                        .iter()
+                        .map(|r| (r.entry, r.value.clone()))
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const IMPORT: [u8; 6] = [1, 0, 1, 8, 0, 0xff];
+    const POWER: [u8; 6] = [1, 0, 16, 7, 0, 0xff];
+
+    #[test]
+    fn values_are_scaled_by_the_sml_scaler_then_the_line_divisor() {
+        let m = meter(
+            &[
+                ("77070100010800ff", None, number(1000.0)),
+                ("0100100700ff", None, number(1.0)),
+            ],
+            MeterOptions::default(),
+        );
+        let bytes = frame_with(&[
+            entry(
+                IMPORT,
+                &[0x65, 0, 0, 1, 0x82],
+                30,
+                -1,
+                &[0x56, 0x00, 0x08, 0xd0, 0x2d, 0x95],
+            ),
+            entry(POWER, &[0x01], 27, 2, &[0x55, 0xff, 0xff, 0xff, 0xfe]),
+        ]);
+        let (events, stats) = decode(&m, &bytes);
+        assert_eq!(
+            values(&events),
+            vec![vec![
+                (1, Value::Number(14786.0885)),
+                (2, Value::Number(-200.0))
+            ]]
+        );
+        assert_eq!(
+            (stats.telegrams, stats.crc_errors, stats.rejected),
+            (1, 0, 0)
+        );
+    }
+
+    #[test]
+    fn scalers_outside_tasmotas_range_are_applied() {
+        let m = meter(
+            &[("77070100010800ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let bytes = frame_with(&[
+            entry(IMPORT, &[0x01], 30, 5, &[0x62, 3]),
+            entry(IMPORT, &[0x01], 30, -6, &[0x62, 3]),
+        ]);
+        assert_eq!(
+            values(&decode(&m, &bytes).0),
+            vec![vec![
+                (1, Value::Number(300_000.0)),
+                (1, Value::Number(0.000003))
+            ]]
+        );
+    }
+
+    #[test]
+    fn wildcards_match_any_byte() {
+        let m = meter(
+            &[("7707010001xx00ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let mut other = IMPORT;
+        other[3] = 9;
+        let bytes = frame_with(&[
+            entry(IMPORT, &[0x01], 30, 0, &[0x62, 1]),
+            entry(other, &[0x01], 30, 0, &[0x62, 2]),
+        ]);
+        assert_eq!(
+            values(&decode(&m, &bytes).0),
+            vec![vec![(1, Value::Number(1.0)), (1, Value::Number(2.0))]]
+        );
+    }
+
+    #[test]
+    fn text_lines_publish_hex_or_ascii() {
+        let m = meter(
+            &[
+                (
+                    "77070100000009ff",
+                    None,
+                    ValueSpec::Text {
+                        hex_as_ascii: false,
+                    },
+                ),
+                (
+                    "77078181c78203ff",
+                    None,
+                    ValueSpec::Text { hex_as_ascii: true },
+                ),
+            ],
+            MeterOptions::default(),
+        );
+        let bytes = frame_with(&[
+            entry(
+                [1, 0, 0, 0, 9, 0xff],
+                &[0x01],
+                0xff,
+                0,
+                &[
+                    0x0b, 0x06, 0x45, 0x4d, 0x48, 0x01, 0xab, 0x00, 0x00, 0x7f, 0x00,
+                ],
+            ),
+            entry(
+                [0x81, 0x81, 0xc7, 0x82, 0x03, 0xff],
+                &[0x01],
+                0xff,
+                0,
+                &[0x04, b'E', b'M', b'H'],
+            ),
+        ]);
+        assert_eq!(
+            values(&decode(&m, &bytes).0),
+            vec![vec![
+                (1, Value::Text("06454d4801ab00007f00".into())),
+                (2, Value::Text("EMH".into()))
+            ]]
+        );
+    }
+
+    #[test]
+    fn a_number_line_on_an_octet_string_publishes_nothing() {
+        let m = meter(
+            &[("77070100000009ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let bytes = frame_with(&[entry(
+            [1, 0, 0, 0, 9, 0xff],
+            &[0x01],
+            0xff,
+            0,
+            &[0x03, 0x45, 0x4d],
+        )]);
+        assert_eq!(values(&decode(&m, &bytes).0), vec![vec![]]);
+    }
+
+    #[test]
+    fn bit_lines_take_one_bit_of_the_raw_value() {
+        let m = meter(
+            &[
+                ("77070100010800ff", Some(5), number(1.0)),
+                ("77070100010800ff", Some(1), number(1.0)),
+            ],
+            MeterOptions::default(),
+        );
+        let bytes = frame_with(&[entry(IMPORT, &[0x01], 30, -1, &[0x62, 0x22])]);
+        assert_eq!(
+            values(&decode(&m, &bytes).0),
+            vec![vec![(1, Value::Number(1.0)), (2, Value::Number(1.0))]]
+        );
+        let bytes = frame_with(&[entry(IMPORT, &[0x01], 30, -1, &[0x62, 0x01])]);
+        assert_eq!(
+            values(&decode(&m, &bytes).0),
+            vec![vec![(1, Value::Number(0.0)), (2, Value::Number(0.0))]]
+        );
+    }
+
+    #[test]
+    fn raw_patterns_are_found_in_the_bytes_and_read_like_tasmota() {
+        // `0100010800ff65` is not an OBIS form: compared with the bytes, then status.. follow it.
+        let m = meter(&[("08000165", None, number(1.0))], MeterOptions::default());
+        let bytes = frame_with(&[entry(
+            [1, 0, 1, 8, 0, 1],
+            &[0x65, 0, 0, 1, 0x82],
+            30,
+            0,
+            &[0x62, 42],
+        )]);
+        // After the pattern the status bytes `00000182` are read as the next elements: Tasmota's result
+        // on such a line is as meaningless as ours; what matters is that nothing panics or overreads.
+        let (events, stats) = decode(&m, &bytes);
+        assert_eq!(stats.telegrams, 1);
+        assert_eq!(values(&events).len(), 1);
+    }
+
+    #[test]
+    fn sign_from_status_negates_the_named_value() {
+        let rule = SignFromStatus {
+            status_obis: [0, 1, 8, 0],
+            fc1: 0x65,
+            bit1: 5,
+            fc2: 0x63,
+            bit2: 5,
+            value_obis: [0, 16, 7, 0],
+        };
+        let options = MeterOptions {
+            sign_from_status: Some(rule),
+            ..MeterOptions::default()
+        };
+        let m = meter(&[("77070100100700ff", None, number(1.0))], options);
+        let export = frame_with(&[
+            entry(IMPORT, &[0x65, 0, 0, 1, 0xa2], 30, -1, &[0x62, 1]),
+            entry(POWER, &[0x01], 27, 0, &[0x62, 120]),
+        ]);
+        let import = frame_with(&[
+            entry(IMPORT, &[0x65, 0, 0, 1, 0x82], 30, -1, &[0x62, 1]),
+            entry(POWER, &[0x01], 27, 0, &[0x62, 120]),
+        ]);
+        let power_only = frame_with(&[entry(POWER, &[0x01], 27, 0, &[0x62, 80])]);
+        let mut bytes = export.clone();
+        bytes.extend(&power_only); // the sign is kept from the last status
+        bytes.extend(&import);
+        assert_eq!(
+            values(&decode(&m, &bytes).0),
+            vec![
+                vec![(1, Value::Number(-120.0))],
+                vec![(1, Value::Number(-80.0))],
+                vec![(1, Value::Number(120.0))]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_crc_publishes_nothing_and_is_counted() {
+        let m = meter(
+            &[("77070100010800ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let mut bytes = frame_with(&[entry(IMPORT, &[0x01], 30, 0, &[0x62, 7])]);
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x01;
+        let (events, stats) = decode(&m, &bytes);
+        assert!(
+            matches!(
+                events.as_slice(),
+                [DecodeEvent::Error(DecodeError::BadCrc { .. })]
+            ),
+            "{events:?}"
+        );
+        assert_eq!((stats.telegrams, stats.crc_errors), (0, 1));
+    }
+
+    #[test]
+    fn kermit_frames_are_accepted_and_counted_unless_soc_names_x25() {
+        let m = meter(
+            &[("77070100010800ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let good = frame_with(&[entry(IMPORT, &[0x01], 30, 0, &[0x62, 7])]);
+        let data = {
+            let mut d = Vec::new();
+            let mut f = FrameDecoder::new(CrcPolicy::Tolerant);
+            f.push(&good, &mut |_, p| d = p.to_vec());
+            d
+        };
+        let kermit = frame::encode_with(
+            &data,
+            crc::CrcVariant {
+                algorithm: crc::Crc16::Kermit,
+                low_byte_first: true,
+            },
+        );
+        let mut d = SmlDecoder::new(&m);
+        d.handle_bytes(Instant::now(), &kermit);
+        assert!(matches!(d.poll_event(), Some(DecodeEvent::Telegram(_))));
+        assert_eq!(d.crc_variant_frames(), 1);
+
+        let strict = MeterOptions {
+            sml_crc: Some(SmlCrcMode(0)),
+            ..MeterOptions::default()
+        };
+        let (events, stats) = decode(
+            &meter(&[("77070100010800ff", None, number(1.0))], strict),
+            &kermit,
+        );
+        assert!(matches!(
+            events.as_slice(),
+            [DecodeEvent::Error(DecodeError::BadCrc { .. })]
+        ));
+        assert_eq!(stats.crc_errors, 1);
+    }
+
+    #[test]
+    fn a_frame_with_lists_nested_a_thousand_deep_is_rejected() {
+        let m = meter(
+            &[("77070100010800ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let mut data = entry(IMPORT, &[0x01], 30, 0, &[0x62, 7]);
+        data.extend(vec![0x71; 1000]);
+        data.push(0x01);
+        let (events, stats) = decode(&m, &encode(&data));
+        assert!(
+            matches!(
+                events.as_slice(),
+                [DecodeEvent::Error(DecodeError::Malformed { .. })]
+            ),
+            "{events:?}"
+        );
+        assert_eq!((stats.telegrams, stats.rejected), (0, 1));
+    }
+
+    #[test]
+    fn a_tl_length_past_the_end_rejects_the_whole_frame() {
+        let m = meter(
+            &[("77070100010800ff", None, number(1.0))],
+            MeterOptions::default(),
+        );
+        let mut data = entry(IMPORT, &[0x01], 30, 0, &[0x62, 7]);
+        data.extend_from_slice(&[0x8f, 0x0f, 0x01]);
+        let (events, stats) = decode(&m, &encode(&data));
+        assert!(
+            matches!(events.as_slice(), [DecodeEvent::Error(_)]),
+            "{events:?}"
+        );
+        assert_eq!((stats.telegrams, stats.rejected), (0, 1));
+    }
+}
