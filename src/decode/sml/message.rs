@@ -7,9 +7,10 @@ the length nibbles are concatenated. For scalars the length counts the TL bytes 
 the number of elements. `01` is an absent optional field, `00` ends a message.
 
 Rather than modelling every message type, the parser walks the whole element tree once and reports
-each list of 7 elements whose first element is an octet string: the shape of an `SML_ListEntry`
-(`objName, status, valTime, unit, scaler, value, valueSignature`). That is exactly what Tasmota
-finds when it compares `77 07 <obis>` with the bytes, without its false matches inside other fields.
+each list of 7 elements whose first element is an octet string and whose fifth is not a list: the
+shape of an `SML_ListEntry` (`objName, status, valTime, unit, scaler, value, valueSignature`). That is
+what Tasmota finds when it compares `77 07 <obis>` with the bytes, without its false matches inside
+other fields (an octet string holding `7707...`, a GetListResponse whose clientId has 6 bytes).
 Nesting is limited to [`MAX_DEPTH`] (real frames use 6), so a hostile frame cannot exhaust the stack.
 */
 
@@ -230,7 +231,10 @@ impl<'a> Parser<'a> {
         for field in fields.iter_mut() {
             *field = self.element(depth, on_entry)?;
         }
-        if let SmlValue::Bytes(obj_name) = fields[0].value {
+        // A GetListResponse is a list of 7 too, and its clientId may be a 6-byte octet string
+        // (`ffffffffffff`); its fifth field, the value list, is a list where an entry has a scaler.
+        let fifth_is_list = fields[4].tl & 0x70 == 0x70;
+        if let (SmlValue::Bytes(obj_name), false) = (fields[0].value, fifth_is_list) {
             on_entry(&Entry {
                 obj_name,
                 status: fields[1],
@@ -381,6 +385,21 @@ mod tests {
         let mut ok = vec![0x71; MAX_DEPTH];
         ok.push(0x01);
         assert!(entries(&ok).is_ok());
+    }
+
+    #[test]
+    fn a_get_list_response_with_a_six_byte_client_id_is_not_an_entry() {
+        // 77 07ffffffffffff 0b0a..(server id) 01 01 71<entry> 01 01
+        let mut data = vec![
+            0x77, 0x07, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0b, 0x0a, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+            0x01, 0x01, 0x71,
+        ];
+        data.extend(entry_with(&[0x62, 5]));
+        data.extend_from_slice(&[0x01, 0x01]);
+        assert_eq!(
+            entries(&data).unwrap(),
+            vec![(vec![1, 0, 1, 8, 0, 0xff], SmlValue::UInt(5), -1)]
+        );
     }
 
     #[test]
