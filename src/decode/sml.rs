@@ -11,7 +11,9 @@ pub struct SmlDecoder {
 
 impl SmlDecoder {
     pub fn new(_meter: &Meter) -> Self {
-        SmlDecoder { stats: DecodeStats::default() }
+        SmlDecoder {
+            stats: DecodeStats::default(),
+        }
     }
 }
 
