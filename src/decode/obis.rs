@@ -11,9 +11,7 @@ pub struct ObisDecoder {
 
 impl ObisDecoder {
     pub fn new(_meter: &Meter) -> Self {
-        ObisDecoder {
-            stats: DecodeStats::default(),
-        }
+        ObisDecoder { stats: DecodeStats::default() }
     }
 }
 

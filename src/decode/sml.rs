@@ -11,9 +11,7 @@ pub struct SmlDecoder {
 
 impl SmlDecoder {
     pub fn new(_meter: &Meter) -> Self {
-        SmlDecoder {
-            stats: DecodeStats::default(),
-        }
+        SmlDecoder { stats: DecodeStats::default() }
     }
 }
 
