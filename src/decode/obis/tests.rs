@@ -713,3 +713,91 @@ fn one_byte_at_a_time_equals_whole() {
     let mut d = decoder(DESCRIPTORS);
     assert_eq!(run(&mut d, &input, &[1]), expected);
 }
+
+/// The SX631 seed script's metric descriptors, in its order (`%r%N:1` expanded).
+fn sx631_descriptors() -> Vec<String> {
+    let mut d: Vec<String> = [
+        "1-0:32.7.0(@1",
+        "1-0:52.7.0(@1",
+        "1-0:72.7.0(@1",
+        "1-0:14.7.0(@1",
+        "0-0:96.14.0(@1",
+        "1-0:1.8.0(@1",
+        "1-0:2.8.0(@1",
+        "1-0:1.8.1(@1",
+        "1-0:1.8.2(@1",
+        "1-0:2.8.1(@1",
+        "1-0:2.8.2(@1",
+        "1-0:1.7.0(@1",
+        "1-0:2.7.0(@1",
+        "1-0:13.7.0(@1",
+        "1-0:3.8.0(@1",
+        "1-0:4.8.0(@1",
+        "1-0:5.8.0(@1",
+        "1-0:6.8.0(@1",
+        "1-0:7.8.0(@1",
+        "1-0:8.8.0(@1",
+        "1-0:5.7.0(@1",
+        "1-0:6.7.0(@1",
+        "1-0:7.7.0(@1",
+        "1-0:8.7.0(@1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    d.extend((1..=19).map(|n| format!("0-0:98.1.0(@({n}:1")));
+    d
+}
+
+#[test]
+fn fixtures_decode_with_their_checksums() {
+    let sx = include_bytes!("../../../tests/fixtures/sx631.txt");
+    let desc = sx631_descriptors();
+    let desc: Vec<&str> = desc.iter().map(|s| s.as_str()).collect();
+    let (ev, stats) = whole(&desc, sx);
+    assert_eq!(stats.crc_errors, 0);
+    let t = telegrams(&ev);
+    assert_eq!(t.len(), 1, "{ev:?}");
+    let r = &t[0].readings;
+    assert_eq!(
+        r.len(),
+        43,
+        "every metric line of the seed script finds its value"
+    );
+    assert!(r.contains(&num(1, 233.9)));
+    assert!(r.contains(&num(6, 22803.012)));
+    assert!(r.contains(&num(25, 22311.870)));
+    assert!(r.contains(&num(43, 2.806)));
+
+    let lk = include_bytes!("../../../tests/fixtures/lk11bl804011.txt");
+    let (ev, stats) = whole(
+        &[
+            "15.8.0(@1",
+            "0.0.0(@1",
+            "F.F(@1",
+            "C.8.0(@1",
+            "0.2.0(@#)",
+            "0.3.0(@1",
+            ".8.1(@1",
+            "C.7.1(@1",
+            "C.2.1(@1",
+            "C.2.9(@1",
+        ],
+        lk,
+    );
+    assert_eq!(stats.crc_errors, 0);
+    assert_eq!(
+        telegrams(&ev)[0].readings,
+        vec![
+            num(3, 0.0),
+            num(2, 60082456.0),
+            text(5, "ver.03,432F,20170504"),
+            num(6, 10000.0),
+            num(4, 36914.0),
+            num(1, 4312.5876),
+            num(8, 4.0),
+            num(9, 2310171432.0),
+            num(10, 231017.0),
+        ]
+    );
+}
