@@ -89,6 +89,16 @@ impl Matcher {
         m
     }
 
+    /// Number of metric lines (the most readings one line can give is fewer; a telegram usually
+    /// gives about this many).
+    pub fn len(&self) -> usize {
+        self.metrics.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
+
     /// Match every line of `text` (bit 7 already cleared); readings in line order, then script order.
     /// Returns the number of matched lines whose value did not parse.
     pub fn match_text(&self, text: &[u8], readings: &mut Vec<Reading>) -> u64 {

@@ -88,13 +88,13 @@ impl ObisDecoder {
         let mut sink = |frame: Frame<'_>| {
             let event = match frame {
                 Frame::Telegram(text) => {
-                    let mut readings = Vec::new();
+                    let mut readings = Vec::with_capacity(matcher.len());
                     *unparsed_values += matcher.match_text(text, &mut readings);
                     stats.telegrams += 1;
                     DecodeEvent::Telegram(Telegram { readings })
                 }
                 Frame::Headerless(text) => {
-                    let mut readings = Vec::new();
+                    let mut readings = Vec::with_capacity(matcher.len());
                     *unparsed_values += matcher.match_text(text, &mut readings);
                     if readings.is_empty() {
                         stats.bytes_skipped += text.len() as u64;
