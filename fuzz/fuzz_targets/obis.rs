@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
-use sml::decode::obis::ObisDecoder;
-use sml::decode::{DecodeEvent, Decoder};
+use sml::decode::obis::{ObisDecoder, MAX_QUEUED_EVENTS};
+use sml::decode::{DecodeEvent, DecodeStats, Decoder};
 
 mod support {
     use sml::script::model::*;
@@ -25,7 +25,7 @@ const DESCRIPTORS: &[&str] = &[
     "1.8.0(@-0.1+5",
 ];
 
-fn run(data: &[u8], chunk: usize, window_mode: bool) -> Vec<DecodeEvent> {
+fn run(data: &[u8], chunk: usize, window_mode: bool) -> (Vec<DecodeEvent>, DecodeStats) {
     let mut meter = support::obis_meter(DESCRIPTORS);
     if window_mode {
         meter.options.so2_flags = Some(1);
@@ -34,7 +34,9 @@ fn run(data: &[u8], chunk: usize, window_mode: bool) -> Vec<DecodeEvent> {
     let now = Instant::now();
     let mut events: Vec<DecodeEvent> = Vec::new();
     let mut push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
-        if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) = (&e, events.last_mut()) {
+        if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
+            (&e, events.last_mut())
+        {
             *last += bytes;
         } else {
             events.push(e);
@@ -50,14 +52,34 @@ fn run(data: &[u8], chunk: usize, window_mode: bool) -> Vec<DecodeEvent> {
     while let Some(e) = d.poll_event() {
         push(&mut events, e);
     }
-    events
+    (events, d.stats())
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&control, data)) = input.split_first() else { return };
+    let Some((&control, data)) = input.split_first() else {
+        return;
+    };
     let chunk = usize::from(control & 0x3f) + 1;
     let window_mode = control & 0x40 != 0;
-    let whole = run(data, data.len().max(1), window_mode);
-    let chunked = run(data, chunk, window_mode);
-    assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
+    let (whole, whole_stats) = run(data, data.len().max(1), window_mode);
+    let (chunked, chunked_stats) = run(data, chunk, window_mode);
+    assert_eq!(
+        whole_stats, chunked_stats,
+        "statistics depend on chunking (chunk {chunk})"
+    );
+    // A caller that does not poll loses old errors past the queue bound, never telegrams.
+    let telegrams = |ev: &[DecodeEvent]| -> Vec<DecodeEvent> {
+        ev.iter()
+            .filter(|e| matches!(e, DecodeEvent::Telegram(_)))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        telegrams(&whole),
+        telegrams(&chunked),
+        "telegrams depend on chunking (chunk {chunk})"
+    );
+    if data.len() < 2 * MAX_QUEUED_EVENTS {
+        assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
+    }
 });

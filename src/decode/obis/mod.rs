@@ -6,9 +6,9 @@ request echoes, resync, bounds) and [`matcher`] applies the meter's metric lines
 telegram's lines. This module joins them behind the [`Decoder`] trait, keeps the statistics and sends
 the meter's request telegrams (the IEC 62056-21 `/?!` sign-on) on their schedule.
 
-Memory is bounded whatever arrives: one telegram buffer of at most [`frame::MAX_TELEGRAM`] bytes and
-an event queue of at most [`MAX_QUEUED_EVENTS`] (a caller that never polls loses the oldest events,
-never memory).
+Memory is bounded whatever arrives: one telegram buffer of at most [`frame::MAX_TELEGRAM`] bytes, and
+an event queue that keeps at most [`MAX_QUEUED_EVENTS`] errors for a caller that does not poll
+(telegrams are kept: at most one per 4 bytes of a `handle_bytes` call).
 */
 
 pub mod check;
@@ -29,7 +29,7 @@ use matcher::Matcher;
 /// burst, a readout without ETX, the lines of a meter that sends no header).
 pub const SILENCE: Duration = Duration::from_millis(500);
 
-/// Events kept for a caller that does not poll.
+/// Queued events past which the oldest error is dropped (a caller that does not poll).
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 
 pub struct ObisDecoder {
@@ -123,7 +123,9 @@ impl ObisDecoder {
     }
 }
 
-/// Queue an event: consecutive discards merge into one, and the queue stays bounded.
+/// Queue an event: consecutive discards merge into one; past [`MAX_QUEUED_EVENTS`] the oldest error
+/// makes room (errors are also counted in the stats). Telegrams are never dropped: there are at most
+/// as many as the bytes of one `handle_bytes` call allow.
 fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
     if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
         (&event, events.back_mut())
@@ -132,7 +134,12 @@ fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
         return;
     }
     if events.len() >= MAX_QUEUED_EVENTS {
-        events.pop_front();
+        if let Some(p) = events
+            .iter()
+            .position(|e| matches!(e, DecodeEvent::Error(_)))
+        {
+            events.remove(p);
+        }
     }
     events.push_back(event);
 }

@@ -583,6 +583,16 @@ fn ten_megabytes_of_noise_publish_nothing_in_bounded_memory() {
     let mut d = decoder(&["1-0:1.8.0(@1", ".8.1(@1", "0-0:96.1.1(@#)"]);
     let now = Instant::now();
     let block = noise(1 << 20, 0x9E37_79B9_7F4A_7C15);
+    let mut readings = 0;
+    let mut noise_telegrams = 0;
+    let mut drain = |d: &mut ObisDecoder| {
+        while let Some(e) = d.poll_event() {
+            if let DecodeEvent::Telegram(t) = e {
+                noise_telegrams += 1;
+                readings += t.readings.len();
+            }
+        }
+    };
     for round in 0..10 {
         // Shift the block each round so the 10 MB are not ten copies of one MB.
         let rotated: Vec<u8> = block
@@ -590,20 +600,27 @@ fn ten_megabytes_of_noise_publish_nothing_in_bounded_memory() {
             .map(|&b| b.wrapping_add((round as u8).wrapping_mul(37)))
             .collect();
         d.handle_bytes(now, &rotated);
-        assert!(d.events.len() <= MAX_QUEUED_EVENTS);
+        let kept_errors = d
+            .events
+            .iter()
+            .filter(|e| !matches!(e, DecodeEvent::Telegram(_)))
+            .count();
+        assert!(kept_errors <= MAX_QUEUED_EVENTS);
         assert!(d.framer.buffer_capacity() <= 2 * MAX_TELEGRAM);
+        drain(&mut d);
     }
     d.handle_end();
-    let mut readings = 0;
-    while let Some(e) = d.poll_event() {
-        if let DecodeEvent::Telegram(t) = e {
-            readings += t.readings.len();
-        }
-    }
-    assert_eq!(readings, 0);
+    drain(&mut d);
+    assert_eq!(readings, 0, "noise published values");
+    // Random bytes do form a few `/ ... !` telegrams without CRC; none holds a matching line.
+    assert!(
+        noise_telegrams < 100,
+        "{noise_telegrams} telegrams from noise"
+    );
     let s = d.stats();
     assert_eq!(s.bytes_in, 10 << 20);
     assert!(s.bytes_skipped > 0);
+    assert!(s.rejected > 0);
 }
 
 #[test]
@@ -800,4 +817,21 @@ fn fixtures_decode_with_their_checksums() {
             num(10, 231017.0),
         ]
     );
+}
+
+#[test]
+fn a_caller_that_does_not_poll_loses_old_errors_but_no_telegram() {
+    let mut d = decoder(&["1-0:1.8.0(@1"]);
+    let now = Instant::now();
+    // 3000 telegrams cut short by the next start, then one good telegram.
+    let mut s = b"/A\r\n".repeat(3000);
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(1*kWh)"]));
+    d.handle_bytes(now, &s);
+    assert!(d.events.len() <= MAX_QUEUED_EVENTS);
+    let mut ev = Vec::new();
+    while let Some(e) = d.poll_event() {
+        ev.push(e);
+    }
+    assert_eq!(telegrams(&ev).len(), 1);
+    assert_eq!(d.stats().rejected, 3000);
 }
