@@ -11,4 +11,5 @@ pub mod decode;
 pub mod engine;
 pub mod link;
 pub mod publish;
+pub mod runtime;
 pub mod script;

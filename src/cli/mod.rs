@@ -13,7 +13,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sml", version, about = "Run Tasmota smart-meter scripts off the ESP", propagate_version = true)]
+#[command(
+    name = "sml",
+    version,
+    about = "Run Tasmota smart-meter scripts off the ESP",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -26,7 +31,7 @@ pub enum Command {
     /// Replay a capture's bytes through a meter of a script and print a SENSOR JSON line per telegram.
     Decode(decode::Args),
     /// Run a script: read the meters, publish SENSOR JSON on MQTT (or stdout without a broker).
-    Run(run::Args),
+    Run(Box<run::Args>),
 }
 
 pub fn main() -> ExitCode {
@@ -34,7 +39,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => check::execute(a),
         Command::Decode(a) => decode::execute(a),
-        Command::Run(a) => run::execute(a),
+        Command::Run(a) => run::execute(*a),
     };
     match result {
         Ok(code) => code,

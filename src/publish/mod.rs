@@ -1,1 +1,48 @@
-/*! Sinks for SENSOR payloads: MQTT, stdout. */
+/*!
+Sinks for what the engine publishes: MQTT with Tasmota's topics, or stdout as JSON lines when no
+broker is given. A sink is a push trait (as ripgrep's `Sink`): the engine hands over each
+publication and never waits for a network.
+*/
+
+pub mod mqtt;
+pub mod outbox;
+pub mod stdout;
+pub mod topics;
+
+use crate::engine::runtime::Publication;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("writing to stdout: {0}")]
+    Stdout(#[source] std::io::Error),
+    #[error("the MQTT task has stopped")]
+    MqttGone,
+    #[error("spool {path}: {source}")]
+    Spool {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Where publications go. `publish` must not block on a network.
+pub trait Sink {
+    fn publish(&mut self, p: Publication) -> Result<(), PublishError>;
+}
+
+/// A sink that keeps everything, for tests of the engine and the run loop.
+#[derive(Debug, Default, Clone)]
+pub struct RecordingSink {
+    pub published: std::sync::Arc<std::sync::Mutex<Vec<Publication>>>,
+}
+
+impl Sink for RecordingSink {
+    fn publish(&mut self, p: Publication) -> Result<(), PublishError> {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p);
+        Ok(())
+    }
+}

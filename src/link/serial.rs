@@ -1,0 +1,121 @@
+/*!
+A serial port (USB adapter, on-board UART, pseudo-terminal) opened with the meter's framing and
+driven by tokio's `AsyncFd`: the fd is non-blocking and registered with the runtime's reactor, so a
+port costs no thread. Reads and writes go straight to `read(2)`/`write(2)`: `TTYPort`'s own `Read`
+impl polls with a timeout first, which is what a blocking program wants and a reactor does not.
+*/
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use serialport::{DataBits, FlowControl, StopBits, TTYPort};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::LinkError;
+use crate::script::model::{Parity, SerialSettings};
+
+pub struct SerialLink {
+    fd: AsyncFd<TTYPort>,
+}
+
+impl SerialLink {
+    pub fn open(path: &Path, settings: &SerialSettings) -> Result<SerialLink, LinkError> {
+        let name = path.display().to_string();
+        let serial_err = |source| LinkError::Serial {
+            path: name.clone(),
+            source,
+        };
+        let builder = serialport::new(name.clone(), settings.baud)
+            .data_bits(data_bits(settings.data_bits))
+            .parity(match settings.parity {
+                Parity::None => serialport::Parity::None,
+                Parity::Even => serialport::Parity::Even,
+                Parity::Odd => serialport::Parity::Odd,
+            })
+            .stop_bits(if settings.stop_bits == 2 {
+                StopBits::Two
+            } else {
+                StopBits::One
+            })
+            .flow_control(FlowControl::None);
+        let port = TTYPort::open(&builder).map_err(serial_err)?;
+        set_nonblocking(port.as_raw_fd()).map_err(|source| LinkError::Io {
+            what: format!("{name}: O_NONBLOCK"),
+            source,
+        })?;
+        // SAFETY: the TTYPort owns its fd and keeps it open, unreplaced, as long as the AsyncFd
+        // holds it (the AsyncFd deregisters before dropping the port).
+        let fd = unsafe {
+            AsyncFd::register_with_interest(port, Interest::READABLE | Interest::WRITABLE)
+        }
+        .map_err(|e| LinkError::Io {
+            what: format!("{name}: registering with the reactor"),
+            source: e.into_parts().1,
+        })?;
+        Ok(SerialLink { fd })
+    }
+
+    /// Cancel-safe: readiness is only consumed by a read that returned `WouldBlock`.
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let mut guard = self.fd.readable().await?;
+            match guard.try_io(|port| sys_read(port.as_raw_fd(), buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    pub async fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|port| sys_write(port.as_raw_fd(), bytes)) {
+                Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(Ok(n)) => bytes = &bytes[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn data_bits(bits: u8) -> DataBits {
+    match bits {
+        5 => DataBits::Five,
+        6 => DataBits::Six,
+        7 => DataBits::Seven,
+        _ => DataBits::Eight,
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn sys_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+fn sys_write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid for `bytes.len()` bytes of reads.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
