@@ -21,7 +21,9 @@ fn shared() -> PathBuf {
 
 fn decoder(script: &str) -> Box<dyn Decoder> {
     let compiled = sml::script::compile(script.as_bytes());
-    let script = compiled.script.unwrap_or_else(|| panic!("bench script does not compile: {:?}", compiled.diagnostics));
+    let script = compiled
+        .script
+        .unwrap_or_else(|| panic!("bench script does not compile: {:?}", compiled.diagnostics));
     decoder_for(&script.meters[0]).expect("decoder")
 }
 
@@ -50,7 +52,11 @@ fn crc16_arc(data: &[u8]) -> u16 {
     for &b in data {
         crc ^= u16::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
         }
     }
     crc
@@ -60,7 +66,10 @@ fn crc16_arc(data: &[u8]) -> u16 {
 fn without_monthly_line(telegram: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(telegram).expect("ASCII telegram");
     let bang = text.find('!').expect("telegram has !");
-    let body: String = text[..=bang].split_inclusive('\n').filter(|l| !l.starts_with("0-0:98.1.0")).collect();
+    let body: String = text[..=bang]
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("0-0:98.1.0"))
+        .collect();
     let crc = crc16_arc(body.as_bytes());
     format!("{body}{crc:04X}\r\n").into_bytes()
 }
@@ -88,45 +97,75 @@ const SML_SCRIPT: &str = ">D\n>B\n->sensor53 r\n>M 1\n+1,3,s,0,9600,SML\n\
 1,770701004c0700ff@1,Power L3,W,power_l3,1\n#\n";
 
 fn estimate_ns(id: &str) -> Option<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/criterion").join(id).join("new/estimates.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/criterion")
+        .join(id)
+        .join("new/estimates.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     v["mean"]["point_estimate"].as_f64()
 }
 
 fn main() {
     let dir = shared();
-    let (Ok(dsmr), Ok(smlbin)) = (std::fs::read(dir.join("dsmr5-3phase.txt")), std::fs::read(dir.join("sml-10-entries.bin"))) else {
+    let (Ok(dsmr), Ok(smlbin)) = (
+        std::fs::read(dir.join("dsmr5-3phase.txt")),
+        std::fs::read(dir.join("sml-10-entries.bin")),
+    ) else {
         eprintln!("../shared/bench is absent: nothing to measure");
         return;
     };
-    let sx631 = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("meters/sx631.sml")).unwrap();
+    let sx631 =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("meters/sx631.sml"))
+            .unwrap();
     let dsmr_short = without_monthly_line(&dsmr);
-    assert!(dsmr5_decode(&dsmr).is_err(), "dsmr5 is expected to reject the telegram with 0-0:98.1.0");
+    assert!(
+        dsmr5_decode(&dsmr).is_err(),
+        "dsmr5 is expected to reject the telegram with 0-0:98.1.0"
+    );
     dsmr5_decode(&dsmr_short).expect("dsmr5 decodes the telegram without 0-0:98.1.0");
     let mut sx = decoder(&sx631);
-    assert!(decode_once(sx.as_mut(), &dsmr) > 20, "the SX631 lines match the bench telegram");
+    assert!(
+        decode_once(sx.as_mut(), &dsmr) > 20,
+        "the SX631 lines match the bench telegram"
+    );
     let mut sm = decoder(SML_SCRIPT);
-    assert_eq!(decode_once(sm.as_mut(), &smlbin), 10, "every SML entry matched");
-    sml_rs::SmlReader::from_slice(&smlbin).read::<sml_rs::parser::complete::File>().expect("sml-rs parses the bench frame");
+    assert_eq!(
+        decode_once(sm.as_mut(), &smlbin),
+        10,
+        "every SML entry matched"
+    );
+    sml_rs::SmlReader::from_slice(&smlbin)
+        .read::<sml_rs::parser::complete::File>()
+        .expect("sml-rs parses the bench frame");
 
     let mut c = Criterion::default().configure_from_args();
     {
         let mut g = c.benchmark_group("dsmr");
         g.throughput(Throughput::Bytes(dsmr.len() as u64));
-        g.bench_function("sml", |b| b.iter(|| decode_once(sx.as_mut(), black_box(&dsmr))));
+        g.bench_function("sml", |b| {
+            b.iter(|| decode_once(sx.as_mut(), black_box(&dsmr)))
+        });
         g.throughput(Throughput::Bytes(dsmr_short.len() as u64));
-        g.bench_function("sml-without-98.1.0", |b| b.iter(|| decode_once(sx.as_mut(), black_box(&dsmr_short))));
-        g.bench_function("dsmr5-without-98.1.0", |b| b.iter(|| dsmr5_decode(black_box(&dsmr_short)).unwrap()));
+        g.bench_function("sml-without-98.1.0", |b| {
+            b.iter(|| decode_once(sx.as_mut(), black_box(&dsmr_short)))
+        });
+        g.bench_function("dsmr5-without-98.1.0", |b| {
+            b.iter(|| dsmr5_decode(black_box(&dsmr_short)).unwrap())
+        });
         g.finish();
     }
     {
         let mut g = c.benchmark_group("sml");
         g.throughput(Throughput::Bytes(smlbin.len() as u64));
-        g.bench_function("sml", |b| b.iter(|| decode_once(sm.as_mut(), black_box(&smlbin))));
+        g.bench_function("sml", |b| {
+            b.iter(|| decode_once(sm.as_mut(), black_box(&smlbin)))
+        });
         g.bench_function("sml-rs", |b| {
             b.iter(|| {
                 let mut r = sml_rs::SmlReader::from_slice(black_box(&smlbin));
-                r.read::<sml_rs::parser::complete::File>().map(|f| f.messages.len()).unwrap()
+                r.read::<sml_rs::parser::complete::File>()
+                    .map(|f| f.messages.len())
+                    .unwrap()
             })
         });
         g.finish();
@@ -135,7 +174,11 @@ fn main() {
 
     let us = |id: &str| estimate_ns(id).map(|ns| ns / 1000.0);
     let mbs = |bytes: usize, us: f64| bytes as f64 / us; // bytes per microsecond = MB/s
-    if let (Some(a), Some(a2), Some(b)) = (us("dsmr/sml"), us("dsmr/sml-without-98.1.0"), us("dsmr/dsmr5-without-98.1.0")) {
+    if let (Some(a), Some(a2), Some(b)) = (
+        us("dsmr/sml"),
+        us("dsmr/sml-without-98.1.0"),
+        us("dsmr/dsmr5-without-98.1.0"),
+    ) {
         println!(
             "dsmr: sml {a:.2} us/telegram, dsmr5 {b:.2} us/telegram, {:.1}x ({:.0} MB/s; without 0-0:98.1.0 sml {a2:.2} us, {:.1}x)",
             b / a,
@@ -144,6 +187,10 @@ fn main() {
         );
     }
     if let (Some(a), Some(b)) = (us("sml/sml"), us("sml/sml-rs")) {
-        println!("sml: sml {a:.2} us/frame, sml-rs {b:.2} us/frame, {:.1}x ({:.0} MB/s)", b / a, mbs(smlbin.len(), a));
+        println!(
+            "sml: sml {a:.2} us/frame, sml-rs {b:.2} us/frame, {:.1}x ({:.0} MB/s)",
+            b / a,
+            mbs(smlbin.len(), a)
+        );
     }
 }

@@ -34,7 +34,8 @@ pub struct Args {
 }
 
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
-    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S").map_err(|e| format!("{e} (expected 2024-03-04T11:25:20)"))
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+        .map_err(|e| format!("{e} (expected 2024-03-04T11:25:20)"))
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -48,35 +49,47 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         bail!("{script_path} does not compile");
     };
     let Some(meter) = script.meter(args.meter) else {
-        bail!("{script_path} defines no meter {} (it has {})", args.meter, script.meters.len());
+        bail!(
+            "{script_path} defines no meter {} (it has {})",
+            args.meter,
+            script.meters.len()
+        );
     };
     let mut decoder = decoder_for(meter)?;
-    let raw = std::fs::read(&args.capture).with_context(|| format!("reading {}", args.capture.display()))?;
-    let bytes = if args.hex { parse_hex(&raw).with_context(|| format!("{} is not hex text", args.capture.display()))? } else { raw };
+    let raw = std::fs::read(&args.capture)
+        .with_context(|| format!("reading {}", args.capture.display()))?;
+    let bytes = if args.hex {
+        parse_hex(&raw).with_context(|| format!("{} is not hex text", args.capture.display()))?
+    } else {
+        raw
+    };
 
     let mut table = ValueTable::new(&script);
     let mut decoded = 0u64;
     let mut out = String::new();
-    let mut drain = |decoder: &mut dyn crate::decode::Decoder, table: &mut ValueTable, out: &mut String| {
-        while let Some(ev) = decoder.poll_event() {
-            match ev {
-                DecodeEvent::Telegram(t) => {
-                    decoded += 1;
-                    table.handle_telegram(Instant::now(), &t);
-                    let time = args.time.unwrap_or_else(|| chrono::Local::now().naive_local());
-                    match table.sensor_payload(&time) {
-                        Some(p) => {
-                            out.push_str(&p.0);
-                            out.push('\n');
+    let mut drain =
+        |decoder: &mut dyn crate::decode::Decoder, table: &mut ValueTable, out: &mut String| {
+            while let Some(ev) = decoder.poll_event() {
+                match ev {
+                    DecodeEvent::Telegram(t) => {
+                        decoded += 1;
+                        table.handle_telegram(Instant::now(), &t);
+                        let time = args
+                            .time
+                            .unwrap_or_else(|| chrono::Local::now().naive_local());
+                        match table.sensor_payload(&time) {
+                            Some(p) => {
+                                out.push_str(&p.0);
+                                out.push('\n');
+                            }
+                            None => tracing::debug!("telegram {decoded} matched no metric line"),
                         }
-                        None => tracing::debug!("telegram {decoded} matched no metric line"),
                     }
+                    DecodeEvent::Discarded { bytes } => tracing::debug!("skipped {bytes} bytes"),
+                    DecodeEvent::Error(e) => eprintln!("sml: telegram rejected: {e}"),
                 }
-                DecodeEvent::Discarded { bytes } => tracing::debug!("skipped {bytes} bytes"),
-                DecodeEvent::Error(e) => eprintln!("sml: telegram rejected: {e}"),
             }
-        }
-    };
+        };
     // Feed in chunks as a link would deliver them.
     for chunk in bytes.chunks(4096) {
         decoder.handle_bytes(Instant::now(), chunk);
@@ -110,7 +123,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 
 /// Hex text to bytes: whitespace and `0x`-free pairs; an odd digit count is an error.
 pub fn parse_hex(text: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let digits: Vec<u8> = text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let digits: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     if digits.len() % 2 != 0 {
         bail!("odd number of hex digits ({})", digits.len());
     }
@@ -118,7 +135,9 @@ pub fn parse_hex(text: &[u8]) -> anyhow::Result<Vec<u8>> {
         .chunks(2)
         .enumerate()
         .map(|(i, p)| {
-            let s = std::str::from_utf8(p).ok().and_then(|s| u8::from_str_radix(s, 16).ok());
+            let s = std::str::from_utf8(p)
+                .ok()
+                .and_then(|s| u8::from_str_radix(s, 16).ok());
             s.with_context(|| format!("not a hex byte at digit {}", i * 2 + 1))
         })
         .collect()

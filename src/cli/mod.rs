@@ -13,7 +13,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sml", version, about = "Run Tasmota smart-meter scripts off the ESP", propagate_version = true)]
+#[command(
+    name = "sml",
+    version,
+    about = "Run Tasmota smart-meter scripts off the ESP",
+    propagate_version = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

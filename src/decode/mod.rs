@@ -44,7 +44,9 @@ pub struct Telegram {
 pub enum DecodeEvent {
     Telegram(Telegram),
     /// Bytes dropped while looking for the next telegram start (garbage, a lost sync).
-    Discarded { bytes: usize },
+    Discarded {
+        bytes: usize,
+    },
     /// A telegram that was found but rejected: nothing from it is published.
     Error(DecodeError),
 }
@@ -106,7 +108,10 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
     match &meter.decoding {
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
-        other => Err(UnsupportedMeter::NotYet { index: meter.index, letter: other.type_letter() }),
+        other => Err(UnsupportedMeter::NotYet {
+            index: meter.index,
+            letter: other.type_letter(),
+        }),
     }
 }
 

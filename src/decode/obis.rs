@@ -11,7 +11,9 @@ pub struct ObisDecoder {
 
 impl ObisDecoder {
     pub fn new(_meter: &Meter) -> Self {
-        ObisDecoder { stats: DecodeStats::default() }
+        ObisDecoder {
+            stats: DecodeStats::default(),
+        }
     }
 }
 

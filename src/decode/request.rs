@@ -67,13 +67,22 @@ mod tests {
 
     #[test]
     fn blocks_go_in_turn_one_per_period() {
-        let mut s = RequestSchedule::new(&Requests { period_ms: 1000, telegrams: vec![vec![1], vec![2]] });
+        let mut s = RequestSchedule::new(&Requests {
+            period_ms: 1000,
+            telegrams: vec![vec![1], vec![2]],
+        });
         let t0 = Instant::now();
         assert_eq!(s.poll_transmit(t0), Some((0, vec![1])));
         assert_eq!(s.poll_transmit(t0 + Duration::from_millis(999)), None);
         assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(1000)));
-        assert_eq!(s.poll_transmit(t0 + Duration::from_millis(1000)), Some((1, vec![2])));
-        assert_eq!(s.poll_transmit(t0 + Duration::from_millis(2000)), Some((0, vec![1])));
+        assert_eq!(
+            s.poll_transmit(t0 + Duration::from_millis(1000)),
+            Some((1, vec![2]))
+        );
+        assert_eq!(
+            s.poll_transmit(t0 + Duration::from_millis(2000)),
+            Some((0, vec![1]))
+        );
         assert_eq!(s.current_block(), Some(0));
     }
 }

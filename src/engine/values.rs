@@ -51,7 +51,11 @@ impl ValueTable {
     pub fn new(script: &Script) -> Self {
         let mut slots = Vec::new();
         for (meter, out) in script.outputs() {
-            debug_assert_eq!(usize::from(out.entry), slots.len() + 1, "entries are numbered densely");
+            debug_assert_eq!(
+                usize::from(out.entry),
+                slots.len() + 1,
+                "entries are numbered densely"
+            );
             slots.push(Slot {
                 meter: meter.index,
                 prefix: meter.prefix.clone(),
@@ -66,7 +70,12 @@ impl ValueTable {
             .meters
             .iter()
             .flat_map(|m| &m.derived)
-            .map(|d| DerivedSlot { entry: d.output.entry, kind: d.kind.clone(), divisor: d.divisor, last: None })
+            .map(|d| DerivedSlot {
+                entry: d.output.entry,
+                kind: d.kind.clone(),
+                divisor: d.divisor,
+                last: None,
+            })
             .collect();
         ValueTable { slots, derived }
     }
@@ -92,7 +101,9 @@ impl ValueTable {
     /// same values, sooner). A line whose operands are not all known yet stays unset.
     fn update_math(&mut self, now: Instant) {
         for i in 0..self.derived.len() {
-            let DerivedKind::Math { first, ops } = &self.derived[i].kind else { continue };
+            let DerivedKind::Math { first, ops } = &self.derived[i].kind else {
+                continue;
+            };
             let operand = |o: &Operand| match o {
                 Operand::Constant(c) => Some(*c),
                 Operand::Entry(e) => self.number(*e),
@@ -121,8 +132,16 @@ impl ValueTable {
     /// x 1000 (a kWh counter gives W), divided by the line's scale; valid from the second interval.
     pub fn handle_tick(&mut self, now: Instant) {
         for i in 0..self.derived.len() {
-            let DerivedKind::Difference { entry: source, interval_s } = self.derived[i].kind else { continue };
-            let Some(current) = self.number(source) else { continue };
+            let DerivedKind::Difference {
+                entry: source,
+                interval_s,
+            } = self.derived[i].kind
+            else {
+                continue;
+            };
+            let Some(current) = self.number(source) else {
+                continue;
+            };
             match self.derived[i].last {
                 None => self.derived[i].last = Some((current, now)),
                 Some((prev, at)) => {
@@ -154,7 +173,9 @@ impl ValueTable {
     }
 
     pub fn get(&self, entry: EntryNo) -> Option<&Value> {
-        self.slots.get(usize::from(entry).wrapping_sub(1)).and_then(|s| s.value.as_ref())
+        self.slots
+            .get(usize::from(entry).wrapping_sub(1))
+            .and_then(|s| s.value.as_ref())
     }
 
     /// Forget a meter's values (its link went silent): they are not republished as if fresh.
@@ -171,16 +192,26 @@ impl ValueTable {
     }
 
     /// The payload for the given entries only (the per-line +16 publish).
-    pub fn sensor_payload_for(&self, time: &chrono::NaiveDateTime, entries: &[EntryNo]) -> Option<SensorPayload> {
+    pub fn sensor_payload_for(
+        &self,
+        time: &chrono::NaiveDateTime,
+        entries: &[EntryNo],
+    ) -> Option<SensorPayload> {
         self.payload(time, |e| entries.contains(&e))
     }
 
-    fn payload(&self, time: &chrono::NaiveDateTime, include: impl Fn(EntryNo) -> bool) -> Option<SensorPayload> {
+    fn payload(
+        &self,
+        time: &chrono::NaiveDateTime,
+        include: impl Fn(EntryNo) -> bool,
+    ) -> Option<SensorPayload> {
         // Group by prefix in first-appearance order, values in entry order.
         let mut groups: Vec<(&str, String)> = Vec::new();
         for (i, s) in self.slots.iter().enumerate() {
             let entry = (i + 1) as EntryNo;
-            let (Some(prefix), Some(v)) = (s.prefix.as_deref(), s.value.as_ref()) else { continue };
+            let (Some(prefix), Some(v)) = (s.prefix.as_deref(), s.value.as_ref()) else {
+                continue;
+            };
             if !include(entry) {
                 continue;
             }
