@@ -14,7 +14,11 @@ use sml::link::driver::DecoderFactory;
 use sml::script::model::*;
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Wait for `cond`, polling; false after `limit` (a generous bound for slow machines).
@@ -54,14 +58,26 @@ pub fn broker_config(port: u16) -> rumqttd::Config {
         max_segment_count: 10,
         ..Default::default()
     };
-    rumqttd::Config { id: 0, router, v4: Some(HashMap::from([("v4".to_string(), server)])), ..Default::default() }
+    rumqttd::Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("v4".to_string(), server)])),
+        ..Default::default()
+    }
 }
 
 /// Start rumqttd on 127.0.0.1:`port` in this process (it runs until the process ends).
 pub fn start_broker(port: u16) {
     let mut broker = rumqttd::Broker::new(broker_config(port));
     std::thread::spawn(move || broker.start());
-    assert!(wait_for(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()), "broker did not start");
+    assert!(
+        wait_for(Duration::from_secs(10), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "broker did not start"
+    );
 }
 
 /// One message a subscriber saw.
@@ -90,8 +106,11 @@ pub fn subscribe(port: u16, filter: &str) -> std::sync::mpsc::Receiver<Seen> {
                     let _ = ready_tx.send(());
                 }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let seen =
-                        Seen { topic: p.topic.clone(), payload: String::from_utf8_lossy(&p.payload).into(), retain: p.retain };
+                    let seen = Seen {
+                        topic: p.topic.clone(),
+                        payload: String::from_utf8_lossy(&p.payload).into(),
+                        retain: p.retain,
+                    };
                     if tx.send(seen).is_err() {
                         return;
                     }
@@ -101,7 +120,9 @@ pub fn subscribe(port: u16, filter: &str) -> std::sync::mpsc::Receiver<Seen> {
             }
         }
     });
-    ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscription acknowledged");
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscription acknowledged");
     rx
 }
 
@@ -121,7 +142,14 @@ pub fn next_on(rx: &std::sync::mpsc::Receiver<Seen>, topic: &str, limit: Duratio
 // ---- a meter -------------------------------------------------------------------------------
 
 fn output(entry: EntryNo, name: &str, precision: u32) -> Output {
-    Output { entry, line: entry.into(), label: name.into(), unit: String::new(), name: name.into(), precision: Precision::from_field(precision) }
+    Output {
+        entry,
+        line: entry.into(),
+        label: name.into(),
+        unit: String::new(),
+        name: name.into(),
+        precision: Precision::from_field(precision),
+    }
 }
 
 /// A one-meter script with `names.len()` number lines (2 decimals) under prefix `EON`, at 9600 8N1.
@@ -130,8 +158,16 @@ pub fn script(names: &[&str]) -> Script {
         .iter()
         .enumerate()
         .map(|(i, n)| Metric {
-            pattern: ObisPattern { code: format!("{}(", i + 1), bracket: 0, text_terminator: None, split: None },
-            value: ValueSpec::Number { divisor: 1.0, offset: 0.0 },
+            pattern: ObisPattern {
+                code: format!("{}(", i + 1),
+                bracket: 0,
+                text_terminator: None,
+                split: None,
+            },
+            value: ValueSpec::Number {
+                divisor: 1.0,
+                offset: 0.0,
+            },
             output: output(i as EntryNo + 1, n, 2),
         })
         .collect();
@@ -143,7 +179,12 @@ pub fn script(names: &[&str]) -> Script {
             index: 1,
             line: 1,
             source: MeterSource::Pin(3),
-            serial: SerialSettings { baud: 9600, data_bits: 8, parity: Parity::None, stop_bits: 1 },
+            serial: SerialSettings {
+                baud: 9600,
+                data_bits: 8,
+                parity: Parity::None,
+                stop_bits: 1,
+            },
             flags: 0,
             prefix: Some("EON".into()),
             tx: None,
@@ -177,16 +218,24 @@ impl Decoder for LineDecoder {
             let readings: Option<Vec<Reading>> = line
                 .split_whitespace()
                 .enumerate()
-                .map(|(i, w)| w.parse().ok().map(|v| Reading { entry: i as EntryNo + 1, value: Value::Number(v) }))
+                .map(|(i, w)| {
+                    w.parse().ok().map(|v| Reading {
+                        entry: i as EntryNo + 1,
+                        value: Value::Number(v),
+                    })
+                })
                 .collect();
             match readings {
                 Some(readings) if !readings.is_empty() => {
                     self.stats.telegrams += 1;
-                    self.events.push_back(DecodeEvent::Telegram(Telegram { readings }));
+                    self.events
+                        .push_back(DecodeEvent::Telegram(Telegram { readings }));
                 }
                 _ => {
                     self.stats.bytes_skipped += line.len() as u64 + 1;
-                    self.events.push_back(DecodeEvent::Discarded { bytes: line.len() + 1 });
+                    self.events.push_back(DecodeEvent::Discarded {
+                        bytes: line.len() + 1,
+                    });
                 }
             }
         }
@@ -216,7 +265,10 @@ pub fn send_at_9600(master: &mut serialport::TTYPort, bytes: &[u8]) {
 pub fn without_time(payload: &str) -> String {
     let start = payload.find("\"Time\":\"").expect("a Time key") + 8;
     let time = &payload[start..start + 19];
-    assert!(chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%dT%H:%M:%S").is_ok(), "Time {time:?} in {payload}");
+    assert!(
+        chrono::NaiveDateTime::parse_from_str(time, "%Y-%m-%dT%H:%M:%S").is_ok(),
+        "Time {time:?} in {payload}"
+    );
     assert_eq!(&payload[start + 19..start + 20], "\"", "{payload}");
     format!("{}T{}", &payload[..start], &payload[start + 19..])
 }
