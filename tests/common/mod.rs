@@ -69,7 +69,9 @@ pub fn broker_config(port: u16) -> rumqttd::Config {
 /// Start rumqttd on 127.0.0.1:`port` in this process (it runs until the process ends).
 pub fn start_broker(port: u16) {
     let mut broker = rumqttd::Broker::new(broker_config(port));
-    std::thread::spawn(move || broker.start());
+    std::thread::spawn(move || {
+        let _ = broker.start();
+    });
     assert!(
         wait_for(Duration::from_secs(10), || TcpStream::connect((
             "127.0.0.1",
@@ -271,4 +273,133 @@ pub fn without_time(payload: &str) -> String {
     );
     assert_eq!(&payload[start + 19..start + 20], "\"", "{payload}");
     format!("{}T{}", &payload[..start], &payload[start + 19..])
+}
+
+// ---- sml in this process ---------------------------------------------------------------------
+
+/// `sml run` on its own thread and runtime, stopped cleanly or killed (no DISCONNECT, no goodbye).
+pub struct Running {
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Option<sml::runtime::RunReport>>>,
+}
+
+pub fn start_sml(config: sml::runtime::RunConfig) -> Running {
+    // sml's log goes to the test's output (shown when a test fails).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "sml=debug".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let (kill_tx, kill_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let run = rt.spawn(sml::runtime::run(config, async {
+            let _ = shutdown_rx.await;
+        }));
+        let outcome = rt.block_on(async {
+            tokio::select! {
+                r = run => Some(r.expect("run task").expect("sml run")),
+                _ = kill_rx => None,
+            }
+        });
+        // Killed: every task and socket is dropped as it stands.
+        rt.shutdown_background();
+        outcome
+    });
+    Running {
+        shutdown: Some(shutdown_tx),
+        kill: Some(kill_tx),
+        thread: Some(thread),
+    }
+}
+
+impl Running {
+    /// Stop as Ctrl-C does; the report of the run.
+    pub fn stop(mut self) -> sml::runtime::RunReport {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .unwrap()
+            .expect("a clean stop")
+    }
+
+    /// Wait for the run to end by itself (all links were replays).
+    pub fn join(mut self) -> sml::runtime::RunReport {
+        self.thread
+            .take()
+            .unwrap()
+            .join()
+            .unwrap()
+            .expect("a clean end")
+    }
+
+    /// Drop everything mid-flight, as a crash or `kill -9` would.
+    pub fn kill(mut self) {
+        let _ = self.kill.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn mqtt_config(port: u16, topic: &str) -> sml::publish::mqtt::MqttConfig {
+    use sml::publish::mqtt::*;
+    MqttConfig {
+        broker: BrokerUrl {
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+        },
+        tls: TlsFiles::default(),
+        client_id: format!("sml-{topic}"),
+        user: None,
+        password: None,
+        topics: sml::publish::topics::Topics::new("home1/%prefix%/%topic%/", topic).unwrap(),
+        qos: rumqttc::QoS::AtLeastOnce,
+        keep_alive: Duration::from_secs(30),
+        retry_cap: Duration::from_secs(2),
+        queue_capacity: 1000,
+        spool: None,
+    }
+}
+
+/// A run of `script(names)` with meter 1 bound to `source`, publishing every telegram.
+pub fn run_config(
+    names: &[&str],
+    source: sml::link::Source,
+    sink: sml::runtime::SinkConfig,
+) -> sml::runtime::RunConfig {
+    sml::runtime::RunConfig {
+        script: script(names),
+        bindings: vec![sml::link::Binding { meter: 1, source }],
+        engine: sml::engine::runtime::EngineConfig {
+            teleperiod: Duration::from_secs(300),
+            every_telegram: true,
+        },
+        replay_speed: sml::link::ReplaySpeed::Max,
+        link_backoff: sml::link::driver::Backoff {
+            first: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        },
+        sink,
+        decoders: line_decoders(),
+    }
 }
