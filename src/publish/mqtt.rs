@@ -341,8 +341,8 @@ impl MqttTask {
         let mut closing_until: Option<Instant> = None;
         loop {
             if let Some(until) = closing_until {
-                let drained = self.outbox.is_empty() || !self.is_up();
-                if drained || Instant::now() >= until {
+                // Wait (a little) for a broker that is away: what it takes now, no spool must keep.
+                if self.outbox.is_empty() || Instant::now() >= until {
                     break;
                 }
             }

@@ -768,7 +768,7 @@ fn sx631_descriptors() -> Vec<String> {
 
 #[test]
 fn fixtures_decode_with_their_checksums() {
-    let sx = include_bytes!("../../../tests/fixtures/sx631.txt");
+    let sx = include_bytes!("../../../tests/fixtures/meters/sx631.txt");
     let desc = sx631_descriptors();
     let desc: Vec<&str> = desc.iter().map(|s| s.as_str()).collect();
     let (ev, stats) = whole(&desc, sx);
@@ -786,7 +786,7 @@ fn fixtures_decode_with_their_checksums() {
     assert!(r.contains(&num(25, 22311.870)));
     assert!(r.contains(&num(43, 2.806)));
 
-    let lk = include_bytes!("../../../tests/fixtures/lk11bl804011.txt");
+    let lk = include_bytes!("../../../tests/fixtures/meters/lk11bl804011.txt");
     let (ev, stats) = whole(
         &[
             "15.8.0(@1",
