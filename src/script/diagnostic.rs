@@ -9,6 +9,8 @@ use std::fmt;
 pub enum Severity {
     Error,
     Warning,
+    /// Information: something accepted and deliberately without effect off the ESP.
+    Note,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -28,8 +30,12 @@ impl Diagnostic {
         let sev = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Note => "note",
         };
-        let mut out = format!("{path}:{}:{}: {sev}: {}\n", self.line, self.col, self.message);
+        let mut out = format!(
+            "{path}:{}:{}: {sev}: {}\n",
+            self.line, self.col, self.message
+        );
         if !self.source_line.is_empty() || self.col > 1 {
             out.push_str(&format!("{}\n", self.source_line));
             let pad: String = self

@@ -113,6 +113,9 @@ pub struct Meter {
     pub serial: SerialSettings,
     /// The flag field (bit 16: median filter; bit 32: SML without `77` sync).
     pub flags: u16,
+    /// The param field as written: baud rate (serial), TCP port (Modbus TCP), poll/debounce ms
+    /// (counter), bit-rate code + buffers x 100 (CAN).
+    pub param: i32,
     /// JSON key of this meter's object, already cut to 7 characters; `None` for `*` (no JSON output).
     pub prefix: Option<String>,
     /// Transmit side, when the meter must be asked.
@@ -180,8 +183,9 @@ pub struct DriverEnable {
 pub struct Requests {
     /// The period between two blocks, in ms (the script gives units of 100 ms).
     pub period_ms: u32,
-    /// The blocks, as bytes on the wire: Modbus count and CRC appended, `o` parity bit set, exactly
-    /// what Tasmota sends.
+    /// The blocks, as bytes on the wire: Modbus count and CRC appended, `o` parity bit set, Kamstrup
+    /// CRC, stuffing and framing, exactly what Tasmota sends. For Modbus TCP the CRC is left out
+    /// (unit id + PDU); the link prepends the MBAP header.
     pub telegrams: Vec<Vec<u8>>,
 }
 
@@ -232,7 +236,10 @@ pub enum Decoding {
     /// `k`: Kamstrup.
     Kamstrup(Vec<Metric<BytePattern>>),
     /// `r` (sliding window) / `R` (frame ends after a silence).
-    Raw { shift: bool, metrics: Vec<Metric<BytePattern>> },
+    Raw {
+        shift: bool,
+        metrics: Vec<Metric<BytePattern>>,
+    },
     /// `v`: VBus.
     Vbus(Vec<Metric<VbusPattern>>),
     /// `C`: CAN bus.
@@ -324,7 +331,10 @@ pub struct Precision {
 
 impl Precision {
     pub fn from_field(v: u32) -> Precision {
-        Precision { decimals: (v & 0x0f) as u8, publish_each: v & 16 != 0 }
+        Precision {
+            decimals: (v & 0x0f) as u8,
+            publish_each: v & 16 != 0,
+        }
     }
 }
 
@@ -377,16 +387,34 @@ pub enum Extract {
     U8,
     I8,
     /// `UUuu` big endian, `uuUU` little endian; `SSss` / `ssSS` signed.
-    U16 { big_endian: bool },
-    I16 { big_endian: bool },
+    U16 {
+        big_endian: bool,
+    },
+    I16 {
+        big_endian: bool,
+    },
     /// `UUuuUUuu`/`U32` big, `uuUUuuUU`/`u32` little; `word_swap` for the trailing `s`.
-    U32 { big_endian: bool, word_swap: bool },
-    I32 { big_endian: bool, word_swap: bool },
-    U64 { big_endian: bool },
-    I64 { big_endian: bool },
+    U32 {
+        big_endian: bool,
+        word_swap: bool,
+    },
+    I32 {
+        big_endian: bool,
+        word_swap: bool,
+    },
+    U64 {
+        big_endian: bool,
+    },
+    I64 {
+        big_endian: bool,
+    },
     /// `ffffffff` big endian IEEE754, `FFffFFff` reversed.
-    F32 { big_endian: bool },
-    F64 { big_endian: bool },
+    F32 {
+        big_endian: bool,
+    },
+    F64 {
+        big_endian: bool,
+    },
     /// `bcdN`: N BCD digits.
     Bcd(u8),
     /// `kstr`: Kamstrup value (mantissa, exponent).
@@ -400,6 +428,8 @@ pub struct VbusPattern {
     pub offset: u16,
     pub signed: bool,
     pub word: bool,
+    /// `t`: a time word (minutes since midnight), shown as `hh:mm`.
+    pub time: bool,
 }
 
 /// `c` meters: which value of the counter a line publishes.
@@ -422,7 +452,10 @@ pub struct Derived {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum DerivedKind {
     /// `=m 3+4+5/#3`: strictly left to right.
-    Math { first: Operand, ops: Vec<(MathOp, Operand)> },
+    Math {
+        first: Operand,
+        ops: Vec<(MathOp, Operand)>,
+    },
     /// `=d 3 10`: change of entry 3 over 10 s as hourly rate x 1000.
     Difference { entry: EntryNo, interval_s: u32 },
 }
