@@ -55,9 +55,10 @@ fn main() {
         .expect("subscribed");
 
     // sml.
-    let mut engine = sml::engine::runtime::EngineConfig::default();
-    engine.every_telegram = true;
-    engine.teleperiod = Duration::from_secs(3600);
+    let engine = sml::engine::runtime::EngineConfig {
+        every_telegram: true,
+        teleperiod: Duration::from_secs(3600),
+    };
     let config = RunConfig {
         script: common::sml_script(1),
         bindings: vec![format!("1={path}").parse().unwrap()],

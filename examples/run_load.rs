@@ -57,8 +57,10 @@ fn main() {
 
     let mut configs = Vec::new();
     for (chunk_no, chunk) in paths.chunks(250).enumerate() {
-        let mut engine = sml::engine::runtime::EngineConfig::default();
-        engine.every_telegram = true;
+        let engine = sml::engine::runtime::EngineConfig {
+            every_telegram: true,
+            ..Default::default()
+        };
         configs.push(RunConfig {
             script: common::sml_script(chunk.len() as u8),
             bindings: chunk
