@@ -189,3 +189,66 @@ async fn a_closed_and_reopened_pty_is_read_again() {
     assert_eq!(t.readings[1].value, sml::decode::Value::Number(4.25));
     task.abort();
 }
+
+/// The README's no-hardware path: a capture replayed as fast as possible, a payload per telegram,
+/// and the run ends by itself when the capture does.
+#[test]
+fn a_replayed_capture_publishes_every_telegram_then_the_run_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("cap.txt");
+    std::fs::write(&capture, "garbage without numbers\n1 2\n3 4\n").unwrap();
+    let sink = sml::publish::RecordingSink::default();
+    let published = sink.published.clone();
+    let report = start_sml(run_config(
+        &["a", "b"],
+        Source::Replay(capture),
+        sml::runtime::SinkConfig::Recording(sink),
+    ))
+    .join();
+    assert_eq!(report.engine.telegrams, 2);
+    let got: Vec<String> = published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| match p {
+            sml::engine::runtime::Publication::Sensor(s) => without_time(s),
+            other => panic!("only SENSOR expected, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            r#"{"Time":"T","EON":{"a":1.00,"b":2.00}}"#,
+            r#"{"Time":"T","EON":{"a":3.00,"b":4.00}}"#
+        ]
+    );
+}
+
+#[test]
+fn a_meter_without_a_port_says_how_to_give_one() {
+    let s = script(&["a"]);
+    let e = sml::runtime::check_bindings(&s, &[], &line_decoders())
+        .unwrap_err()
+        .to_string();
+    for form in [
+        "--port 1=/dev/ttyUSB0",
+        "--port 1=tcp://host:2000",
+        "--port 1=file:capture.txt",
+    ] {
+        assert!(e.contains(form), "{e}");
+    }
+    let two = [
+        sml::link::Binding {
+            meter: 1,
+            source: Source::Serial("/dev/ttyUSB0".into()),
+        },
+        sml::link::Binding {
+            meter: 2,
+            source: Source::Serial("/dev/ttyUSB1".into()),
+        },
+    ];
+    let e = sml::runtime::check_bindings(&s, &two, &line_decoders())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no meter 2"), "{e}");
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::{Link, ReplaySpeed, Source};
 use crate::decode::{DecodeEvent, Decoder, Telegram, UnsupportedMeter};
@@ -86,6 +86,12 @@ impl LinkDriver {
         let mut delay = self.backoff.first;
         loop {
             match Link::open(&self.source, &self.meter.serial, self.speed).await {
+                // A capture that cannot be read will not appear by waiting.
+                Err(e) if matches!(self.source, Source::Replay(_)) => {
+                    error!(meter = index, "{e}");
+                    self.send(LinkEventKind::Ended).await;
+                    return;
+                }
                 Err(e) => warn!(
                     meter = index,
                     "cannot open {}: {e}; retrying in {:.1?}", self.source, delay

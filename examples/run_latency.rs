@@ -1,0 +1,104 @@
+//! Latency from the last byte of a telegram on a pty to the SENSOR payload at an MQTT subscriber,
+//! per-telegram mode, over 1,000 telegrams (one at a time, 20 ms apart).
+//!
+//!     mosquitto -p 18830 &
+//!     cargo run --release --example run_latency -- 18830
+//!
+//! sml runs in this process on its own single-threaded runtime, as `sml run` does.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use sml::runtime::{RunConfig, SinkConfig};
+
+fn main() {
+    let port: u16 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .expect("usage: run_latency BROKER_PORT");
+    let count: usize = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1000);
+    let telegram = common::telegram();
+    let (mut master, slave) = serialport::TTYPort::pair().unwrap();
+    let path = serialport::SerialPort::name(&slave).unwrap();
+
+    // The subscriber.
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (client, mut conn) = rumqttc::Client::new(
+            rumqttc::MqttOptions::new("latency-observer", "127.0.0.1", port),
+            100,
+        );
+        client
+            .subscribe("tele/latency/SENSOR", rumqttc::QoS::AtMostOnce)
+            .unwrap();
+        for ev in conn.iter() {
+            match ev {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    ready_tx.send(()).unwrap()
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(_))) => {
+                    tx.send(Instant::now()).unwrap()
+                }
+                Ok(_) => {}
+                Err(e) => panic!("subscriber: {e}"),
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+
+    // sml.
+    let engine = sml::engine::runtime::EngineConfig {
+        every_telegram: true,
+        teleperiod: Duration::from_secs(3600),
+    };
+    let config = RunConfig {
+        script: common::sml_script(1),
+        bindings: vec![format!("1={path}").parse().unwrap()],
+        engine,
+        replay_speed: sml::link::ReplaySpeed::RealTime,
+        link_backoff: Default::default(),
+        sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "latency"))),
+        decoders: sml::runtime::default_decoders(),
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(sml::runtime::run(config, std::future::pending()))
+            .unwrap();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let mut lat = Vec::with_capacity(count);
+    // A first telegram to settle the connection, not counted.
+    for i in 0..=count {
+        master.write_all(&telegram).unwrap();
+        let sent = Instant::now();
+        let got = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("payload within 5 s");
+        if i > 0 {
+            lat.push(got.duration_since(sent));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "{} telegrams: p50 {:?}, p99 {:?}, max {:?}, min {:?}",
+        lat.len(),
+        pct(0.50),
+        pct(0.99),
+        lat[lat.len() - 1],
+        lat[0]
+    );
+}

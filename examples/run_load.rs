@@ -1,0 +1,138 @@
+//! Load of `sml run`: N simulated SML meters on pseudo-terminals, each sending one telegram a
+//! second (staggered over the second), all read by sml in this process on one single-threaded
+//! runtime and published per telegram to MQTT. Prints CPU share of one core and peak RSS of this
+//! process, minus the simulated meters' own thread (measured apart and subtracted: it runs here
+//! only so the ptys need no second process).
+//!
+//!     mosquitto -p 18830 &
+//!     cargo run --release --example run_load -- 18830 1 60      # 1 meter, 60 s
+//!     cargo run --release --example run_load -- 18830 1000 30    # 1000 meters, 30 s
+//!
+//! A script holds at most 255 meters (the model's meter index is a u8, as Tasmota's is small),
+//! so N meters run as ceil(N/250) scripts side by side on the one runtime, each with its own
+//! engine and MQTT connection.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use sml::runtime::{RunConfig, SinkConfig};
+
+fn cpu_secs(path: &str) -> f64 {
+    // utime + stime, in clock ticks (100 Hz on Linux).
+    let stat = std::fs::read_to_string(path).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn status(key: &str) -> String {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let port: u16 = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .expect("usage: run_load BROKER_PORT METERS SECONDS");
+    let n: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
+    let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(60);
+    let telegram = common::telegram();
+
+    let mut masters = Vec::new();
+    let mut paths = Vec::new();
+    for _ in 0..n {
+        let (m, s) = serialport::TTYPort::pair().unwrap();
+        paths.push(serialport::SerialPort::name(&s).unwrap());
+        masters.push(m);
+        drop(s);
+    }
+
+    let mut configs = Vec::new();
+    for (chunk_no, chunk) in paths.chunks(250).enumerate() {
+        let engine = sml::engine::runtime::EngineConfig {
+            every_telegram: true,
+            ..Default::default()
+        };
+        configs.push(RunConfig {
+            script: common::sml_script(chunk.len() as u8),
+            bindings: chunk
+                .iter()
+                .enumerate()
+                .map(|(i, p)| format!("{}={p}", i + 1).parse().unwrap())
+                .collect(),
+            engine,
+            replay_speed: sml::link::ReplaySpeed::RealTime,
+            link_backoff: Default::default(),
+            sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, &format!("load{chunk_no}")))),
+            decoders: sml::runtime::default_decoders(),
+        });
+    }
+    let sml_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let runs: Vec<_> = configs
+                .into_iter()
+                .map(|c| tokio::spawn(sml::runtime::run(c, std::future::pending())))
+                .collect();
+            for r in runs {
+                r.await.unwrap().unwrap();
+            }
+        });
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let tid = {
+        // The sml thread is the most recent one besides this; find it by name-less scan: the
+        // process's threads minus this one, at start there are only main and sml (+ subscriber-free).
+        let me = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+        let mut others: Vec<i32> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|t| *t != me)
+            .collect();
+        others.sort();
+        others
+    };
+    let stat_sml: Vec<String> = tid
+        .iter()
+        .map(|t| format!("/proc/self/task/{t}/stat"))
+        .collect();
+    let cpu_start: f64 = stat_sml.iter().map(|p| cpu_secs(p)).sum();
+    let start = Instant::now();
+    let gap = Duration::from_secs(1).as_secs_f64() / n as f64;
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let second = Instant::now();
+        for (i, m) in masters.iter_mut().enumerate() {
+            let due = second + Duration::from_secs_f64(gap * i as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            m.write_all(&telegram).unwrap();
+            sent += 1;
+        }
+        if let Some(wait) = (second + Duration::from_secs(1)).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait);
+        }
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let cpu: f64 = stat_sml.iter().map(|p| cpu_secs(p)).sum::<f64>() - cpu_start;
+    println!(
+        "{n} meters, {sent} telegrams in {wall:.1} s: sml threads {:.1}% of one core; {}; {}",
+        100.0 * cpu / wall,
+        status("VmHWM"),
+        status("VmRSS")
+    );
+    drop(sml_thread);
+}
