@@ -56,6 +56,7 @@ pub fn obis_meter(descriptors: &[&str]) -> Meter {
         source: MeterSource::Pin(3),
         serial: SerialSettings { baud: 115200, data_bits: 8, parity: Parity::None, stop_bits: 1 },
         flags: 0,
+        param: 9600,
         prefix: Some("M".to_string()),
         tx: None,
         requests: Requests::default(),
