@@ -163,6 +163,32 @@ mod tests {
     }
 
     #[test]
+    fn the_sliced_crc_equals_the_bitwise_definition_at_every_length() {
+        fn bitwise_x25(data: &[u8]) -> u16 {
+            let mut crc = 0xFFFFu16;
+            for &b in data {
+                crc ^= u16::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 != 0 {
+                        (crc >> 1) ^ 0x8408
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
+        for len in 0..data.len() {
+            assert_eq!(
+                Crc16::X25.checksum(&data[..len]),
+                bitwise_x25(&data[..len]),
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
     fn tasmota_modes_map_to_variants_and_swapped_variants() {
         assert_eq!(CrcVariant::from_tasmota_mode(0), Some(CrcVariant::SML));
         assert_eq!(

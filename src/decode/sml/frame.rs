@@ -241,6 +241,16 @@ impl FrameDecoder {
                     self.hunt(b)
                 }
                 State::InFrame { after_escape } => {
+                    if !after_escape {
+                        let words = self.plain_words(&bytes[used..]);
+                        if words > 0 {
+                            let run = &bytes[used..used + 4 * words];
+                            self.raw.extend_from_slice(run);
+                            self.payload.extend_from_slice(run);
+                            used += run.len();
+                            continue;
+                        }
+                    }
                     let b = bytes[used];
                     used += 1;
                     self.in_frame(b, after_escape)
@@ -315,6 +325,23 @@ impl FrameDecoder {
     fn reject(&mut self, error: DecodeError) -> Option<FrameEvent> {
         self.state = State::Hunting { matched: 0 };
         Some(FrameEvent::Rejected(error))
+    }
+
+    /// Fast path: how many whole data words at the start of `bytes` can be taken as they are. That is
+    /// the case on the word grid, for words without `1b`, when the word before had no `1b` either (an
+    /// off-grid start sequence needs `1b` bytes in the word it ends in or the one before).
+    fn plain_words(&self, bytes: &[u8]) -> usize {
+        let len = self.raw.len();
+        if len % 4 != 0 || self.raw[len - 4..].contains(&0x1b) {
+            return 0;
+        }
+        let room = (MAX_FRAME_BYTES.saturating_sub(len) / 4).min(bytes.len() / 4);
+        let candidate = &bytes[..4 * room];
+        candidate
+            .iter()
+            .position(|&b| b == 0x1b)
+            .unwrap_or(candidate.len())
+            / 4
     }
 
     /// Reject the open frame, then hunt through its last `n` bytes again: when bytes were lost, the

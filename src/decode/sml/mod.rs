@@ -44,8 +44,9 @@ use self::message::{Entry, SmlValue};
 /// How a metric line's pattern is compared.
 #[derive(Debug, Clone, PartialEq)]
 enum Matcher {
-    /// `77 07 <obis>` or `<obis>`: the list entry with this objName (`None` = wildcard).
-    ObjName([Option<u8>; 6]),
+    /// `77 07 <obis>` or `<obis>`: the list entry with this 6-byte objName, compared as one number:
+    /// `objName & mask == value` (wildcard bytes have a zero mask).
+    ObjName { mask: u64, value: u64 },
     /// Anything else: these bytes anywhere in the frame data.
     Bytes(Vec<Option<u8>>),
 }
@@ -53,14 +54,27 @@ enum Matcher {
 impl Matcher {
     fn for_pattern(bytes: &[Option<u8>]) -> Matcher {
         let is = |b: Option<u8>, want: u8| b.map_or(true, |b| b == want);
-        match bytes.len() {
-            8 if is(bytes[0], 0x77) && is(bytes[1], 0x07) => {
-                Matcher::ObjName(bytes[2..].try_into().expect("6 bytes"))
-            }
-            6 => Matcher::ObjName(bytes.try_into().expect("6 bytes")),
-            _ => Matcher::Bytes(bytes.to_vec()),
+        let obis = match bytes.len() {
+            8 if is(bytes[0], 0x77) && is(bytes[1], 0x07) => &bytes[2..],
+            6 => bytes,
+            _ => return Matcher::Bytes(bytes.to_vec()),
+        };
+        let (mut mask, mut value) = (0u64, 0u64);
+        for b in obis {
+            mask = (mask << 8) | if b.is_some() { 0xff } else { 0 };
+            value = (value << 8) | u64::from(b.unwrap_or(0));
         }
+        Matcher::ObjName { mask, value }
     }
+}
+
+/// A 6-byte objName as the number [`Matcher::ObjName`] compares; other lengths never match.
+fn obj_name_key(obj_name: &[u8]) -> Option<u64> {
+    (obj_name.len() == 6).then(|| {
+        obj_name
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    })
 }
 
 fn pattern_matches(pattern: &[Option<u8>], bytes: &[u8]) -> bool {
@@ -101,7 +115,7 @@ impl SmlDecoder {
                 entry: m.output.entry,
             };
             match line.matcher {
-                Matcher::ObjName(_) => entry_lines.push(line),
+                Matcher::ObjName { .. } => entry_lines.push(line),
                 Matcher::Bytes(_) => byte_lines.push(line),
             }
         }
@@ -227,11 +241,14 @@ fn readings(
                 *negative = status_says_negative(rule, entry);
             }
         }
+        let Some(key) = obj_name_key(entry.obj_name) else {
+            return;
+        };
         for line in entry_lines {
-            let Matcher::ObjName(pattern) = &line.matcher else {
+            let Matcher::ObjName { mask, value } = line.matcher else {
                 continue;
             };
-            if !pattern_matches(pattern, entry.obj_name) {
+            if key & mask != value {
                 continue;
             }
             let negate =
