@@ -85,8 +85,8 @@ fn dsmr5_decode(bytes: &[u8]) -> dsmr5::Result<dsmr5::state::State> {
 
 /// One metric line per entry of the bench SML frame.
 const SML_SCRIPT: &str = ">D\n>B\n->sensor53 r\n>M 1\n+1,3,s,0,9600,SML\n\
-1,77078181c78203ff@#,Manufacturer,,manufacturer,0\n\
-1,77070100000009ff@#,Server id,,server_id,0\n\
+1,7707010060320101@#x,Manufacturer,,manufacturer,0\n\
+1,77070100600100ff@#,Server id,,server_id,0\n\
 1,77070100010800ff@1000,Import,kWh,import,3\n\
 1,77070100020800ff@1000,Export,kWh,export,3\n\
 1,77070100010801ff@1000,Import T1,kWh,import_t1,3\n\

@@ -601,7 +601,7 @@ mod tests {
         assert_eq!((d.parity, d.stop_bits), (Some('E'), Some('2')));
         let tx = d.tx.unwrap();
         assert_eq!(tx.pin.v, "1");
-        assert_eq!(tx.enable.unwrap().0, true);
+        assert!(tx.enable.unwrap().0);
         assert_eq!(d.telegrams.unwrap().v, "01040000,r0104");
     }
 
