@@ -50,7 +50,7 @@ impl ObisDecoder {
             _ => &[],
         };
         // `=so2,N` replaces all flags; bit value 2 is OBIS line mode (on when `=so2` is absent).
-        let line_mode = meter.options.so2_flags.map_or(true, |f| f & 2 != 0);
+        let line_mode = meter.options.so2_flags.is_none_or(|f| f & 2 != 0);
         ObisDecoder::with_framer(
             Matcher::new(metrics, line_mode),
             Framer::default(),

@@ -53,7 +53,7 @@ enum Matcher {
 
 impl Matcher {
     fn for_pattern(bytes: &[Option<u8>]) -> Matcher {
-        let is = |b: Option<u8>, want: u8| b.map_or(true, |b| b == want);
+        let is = |b: Option<u8>, want: u8| b.is_none_or(|b| b == want);
         let obis = match bytes.len() {
             8 if is(bytes[0], 0x77) && is(bytes[1], 0x07) => &bytes[2..],
             6 => bytes,
@@ -82,7 +82,7 @@ fn pattern_matches(pattern: &[Option<u8>], bytes: &[u8]) -> bool {
         && pattern
             .iter()
             .zip(bytes)
-            .all(|(p, b)| p.map_or(true, |p| p == *b))
+            .all(|(p, b)| p.is_none_or(|p| p == *b))
 }
 
 /// A metric line, ready to compare.
