@@ -406,15 +406,23 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         // Substitute every line, then join definition lines that end in a comma inside their telegrams.
         let mut texts: Vec<MappedText> = Vec::new();
         let mut continuing = false;
+        // Unknown `%name%`: one error at the first use, with the count; the lines are skipped.
+        let mut unknown_uses: Vec<(String, LineNo, usize, usize)> = Vec::new();
         for l in section.body.iter().filter(|l| is_code(l.text)) {
             let text = l.text.trim_end();
             let (mapped, unknown) = substitute(text, l.line, self.vars);
-            for u in unknown {
-                self.sink.error(
-                    l.line,
-                    u.at,
-                    format!("`%{}%` names no variable declared in `>D`", u.name),
-                );
+            if !unknown.is_empty() {
+                for u in unknown {
+                    match unknown_uses.iter_mut().find(|(n, ..)| *n == u.name) {
+                        Some(entry) => entry.3 += 1,
+                        None => unknown_uses.push((u.name, l.line, u.at, 1)),
+                    }
+                }
+                if let Some(i) = leading_index(text) {
+                    self.broken.push(i);
+                }
+                continuing = false;
+                continue;
             }
             if continuing {
                 if let Some(prev) = texts.last_mut() {
@@ -427,6 +435,18 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
             texts.push(mapped);
         }
 
+        for (name, line, at, uses) in unknown_uses {
+            let more = if uses > 1 {
+                format!(" (used {uses} times; the lines using it are skipped)")
+            } else {
+                String::new()
+            };
+            self.sink.error(
+                line,
+                at,
+                format!("`%{name}%` names no variable declared in `>D`{more}"),
+            );
+        }
         for t in texts
             .iter()
             .filter(|t| t.text.trim_start().starts_with('+'))

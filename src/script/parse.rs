@@ -59,6 +59,7 @@ pub fn parse_file(text: &str) -> Result<FileAst<'_>, SyntaxError> {
                                 v: part.as_str(),
                             };
                         }
+                        Rule::EOI => {}
                         rule => marker = marker_of(rule, part),
                     }
                 }
@@ -262,6 +263,19 @@ pub fn parse_meter_def(text: &str) -> Result<MeterDefAst<'_>, SyntaxError> {
 
 /// One metric or special line of `>M`.
 pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
+    // Two common slips get a plain message rather than a list of what the grammar expected.
+    let start = text.len() - text.trim_start().len();
+    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 {
+        let after = start + digits;
+        if !text[after..].starts_with(',') {
+            return Err((after, "expected `,` after the meter number".to_string()));
+        }
+        let body = &text[after + 1..];
+        if !body.starts_with('=') && !body.contains('@') {
+            return Err((after + 1, "a metric line needs `@` between the decoder and the value (`<decoder>@<scale>,label,unit,name,precision`)".to_string()));
+        }
+    }
     let mut pairs =
         TasmotaParser::parse(Rule::metric_line, text).map_err(|e| explain(&e, "metric line"))?;
     let mut inner = pairs.next().unwrap().into_inner();
@@ -601,7 +615,7 @@ mod tests {
         assert_eq!((d.parity, d.stop_bits), (Some('E'), Some('2')));
         let tx = d.tx.unwrap();
         assert_eq!(tx.pin.v, "1");
-        assert_eq!(tx.enable.unwrap().0, true);
+        assert!(tx.enable.unwrap().0);
         assert_eq!(d.telegrams.unwrap().v, "01040000,r0104");
     }
 
@@ -685,5 +699,18 @@ mod tests {
                 time: false
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod end_marker_tests {
+    use super::*;
+
+    #[test]
+    fn hash_at_end_of_file_without_newline_ends_the_section() {
+        for text in [">M 1\n#", ">M 1\n#\n", ">M 1\r\n#\r", ">M 1\n#  "] {
+            let f = parse_file(text).unwrap();
+            assert_eq!(f.sections.last().unwrap().marker, Marker::End, "{text:?}");
+        }
     }
 }
