@@ -351,6 +351,8 @@ struct MeterBuilder {
     meter: Meter,
     /// The definition's request blocks, framed when all `=so` options are known.
     blocks: Vec<RawBlock>,
+    /// The telegrams had an error: block numbers (`iN:`) cannot be checked.
+    telegram_error: bool,
     tcp: bool,
 }
 
@@ -696,10 +698,9 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                 }
             }
         }
-        if !ok {
-            self.broken.push(index);
-            return;
-        }
+        // With `ok == false` an error is already reported (so no model is produced), but the meter
+        // is kept so its metric lines are still checked against its type.
+        let _ = ok;
         let (line, _) = t.origin(0);
         self.meters.insert(
             index,
@@ -720,6 +721,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                     html: Vec::new(),
                 },
                 blocks,
+                telegram_error: !ok,
                 tcp,
             },
         );
@@ -1034,7 +1036,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
             Some(b) => match b.v.parse::<u16>() {
                 Ok(n) => {
                     let blocks = self.builder(index).blocks.len();
-                    if n as usize >= blocks {
+                    if n as usize >= blocks && !self.builder(index).telegram_error {
                         self.warn(t, b.at, format!("`i{n}:` names request block {n}, but the meter sends {blocks} block(s): the line never matches"));
                     }
                     Some(n)

@@ -407,8 +407,11 @@ fn value_spec(p: Pair<'_, Rule>) -> ValueSpecAst<'_> {
 
 /// `s` meters: hex bytes, `xx` wildcards.
 pub fn parse_sml_pattern(text: &str) -> Result<Vec<Option<u8>>, SyntaxError> {
-    let mut pairs =
-        TasmotaParser::parse(Rule::sml_pattern, text).map_err(|e| explain(&e, "SML pattern"))?;
+    let mut pairs = TasmotaParser::parse(Rule::sml_pattern, text).map_err(|e| {
+        let (at, _) = explain(&e, "SML pattern");
+        let rest = text.get(at..).unwrap_or("");
+        (at, format!("`{rest}` is not a hex byte: an SML pattern is the OBIS code as pairs of hex digits (`xx` for any byte)"))
+    })?;
     Ok(pairs
         .next()
         .unwrap()
@@ -427,8 +430,11 @@ fn hex_byte(s: &str) -> u8 {
 
 /// Binary meters: the byte mask.
 pub fn parse_byte_pattern(text: &str) -> Result<Vec<ByteOp>, SyntaxError> {
-    let mut pairs =
-        TasmotaParser::parse(Rule::byte_pattern, text).map_err(|e| explain(&e, "byte pattern"))?;
+    let mut pairs = TasmotaParser::parse(Rule::byte_pattern, text).map_err(|e| {
+        let (at, _) = explain(&e, "byte pattern");
+        let rest = text.get(at..).unwrap_or("");
+        (at, format!("`{rest}` is not a hex byte or a value mask (`uu`, `ss`, `UUuu`, `SSss`, `UUuuUUuu`, `ffffffff`, `xx`, `xN`, `bcdN`, `kstr`, `pm(...)`)"))
+    })?;
     let mut ops = Vec::new();
     for p in pairs.next().unwrap().into_inner() {
         let swap = |p: Pair<'_, Rule>| p.into_inner().next().is_some();
