@@ -27,7 +27,7 @@ pub fn describe(rule: &Rule) -> &'static str {
         Rule::tx_period => "the request period (a number, in 100 ms)",
         Rule::meter_ref => "the meter number",
         Rule::decoder => "a decoder pattern",
-        Rule::value_spec => "a value after `@`",
+        Rule::value_spec => "a scale (number) or `#` after `@`",
         Rule::split_field => "`s<delim>N:`",
         Rule::bracket => "`(N:`",
         Rule::bit_select => "`bN:`",

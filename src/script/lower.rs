@@ -351,6 +351,8 @@ struct MeterBuilder {
     meter: Meter,
     /// The definition's request blocks, framed when all `=so` options are known.
     blocks: Vec<RawBlock>,
+    /// The telegrams had an error: block numbers (`iN:`) cannot be checked.
+    telegram_error: bool,
     tcp: bool,
 }
 
@@ -406,15 +408,23 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         // Substitute every line, then join definition lines that end in a comma inside their telegrams.
         let mut texts: Vec<MappedText> = Vec::new();
         let mut continuing = false;
+        // Unknown `%name%`: one error at the first use, with the count; the lines are skipped.
+        let mut unknown_uses: Vec<(String, LineNo, usize, usize)> = Vec::new();
         for l in section.body.iter().filter(|l| is_code(l.text)) {
             let text = l.text.trim_end();
             let (mapped, unknown) = substitute(text, l.line, self.vars);
-            for u in unknown {
-                self.sink.error(
-                    l.line,
-                    u.at,
-                    format!("`%{}%` names no variable declared in `>D`", u.name),
-                );
+            if !unknown.is_empty() {
+                for u in unknown {
+                    match unknown_uses.iter_mut().find(|(n, ..)| *n == u.name) {
+                        Some(entry) => entry.3 += 1,
+                        None => unknown_uses.push((u.name, l.line, u.at, 1)),
+                    }
+                }
+                if let Some(i) = leading_index(text) {
+                    self.broken.push(i);
+                }
+                continuing = false;
+                continue;
             }
             if continuing {
                 if let Some(prev) = texts.last_mut() {
@@ -427,6 +437,18 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
             texts.push(mapped);
         }
 
+        for (name, line, at, uses) in unknown_uses {
+            let more = if uses > 1 {
+                format!(" (used {uses} times; the lines using it are skipped)")
+            } else {
+                String::new()
+            };
+            self.sink.error(
+                line,
+                at,
+                format!("`%{name}%` names no variable declared in `>D`{more}"),
+            );
+        }
         for t in texts
             .iter()
             .filter(|t| t.text.trim_start().starts_with('+'))
@@ -676,10 +698,9 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                 }
             }
         }
-        if !ok {
-            self.broken.push(index);
-            return;
-        }
+        // With `ok == false` an error is already reported (so no model is produced), but the meter
+        // is kept so its metric lines are still checked against its type.
+        let _ = ok;
         let (line, _) = t.origin(0);
         self.meters.insert(
             index,
@@ -700,6 +721,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                     html: Vec::new(),
                 },
                 blocks,
+                telegram_error: !ok,
                 tcp,
             },
         );
@@ -1014,7 +1036,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
             Some(b) => match b.v.parse::<u16>() {
                 Ok(n) => {
                     let blocks = self.builder(index).blocks.len();
-                    if n as usize >= blocks {
+                    if n as usize >= blocks && !self.builder(index).telegram_error {
                         self.warn(t, b.at, format!("`i{n}:` names request block {n}, but the meter sends {blocks} block(s): the line never matches"));
                     }
                     Some(n)

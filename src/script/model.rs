@@ -236,10 +236,7 @@ pub enum Decoding {
     /// `k`: Kamstrup.
     Kamstrup(Vec<Metric<BytePattern>>),
     /// `r` (sliding window) / `R` (frame ends after a silence).
-    Raw {
-        shift: bool,
-        metrics: Vec<Metric<BytePattern>>,
-    },
+    Raw { shift: bool, metrics: Vec<Metric<BytePattern>> },
     /// `v`: VBus.
     Vbus(Vec<Metric<VbusPattern>>),
     /// `C`: CAN bus.
@@ -331,10 +328,7 @@ pub struct Precision {
 
 impl Precision {
     pub fn from_field(v: u32) -> Precision {
-        Precision {
-            decimals: (v & 0x0f) as u8,
-            publish_each: v & 16 != 0,
-        }
+        Precision { decimals: (v & 0x0f) as u8, publish_each: v & 16 != 0 }
     }
 }
 
@@ -387,34 +381,16 @@ pub enum Extract {
     U8,
     I8,
     /// `UUuu` big endian, `uuUU` little endian; `SSss` / `ssSS` signed.
-    U16 {
-        big_endian: bool,
-    },
-    I16 {
-        big_endian: bool,
-    },
+    U16 { big_endian: bool },
+    I16 { big_endian: bool },
     /// `UUuuUUuu`/`U32` big, `uuUUuuUU`/`u32` little; `word_swap` for the trailing `s`.
-    U32 {
-        big_endian: bool,
-        word_swap: bool,
-    },
-    I32 {
-        big_endian: bool,
-        word_swap: bool,
-    },
-    U64 {
-        big_endian: bool,
-    },
-    I64 {
-        big_endian: bool,
-    },
+    U32 { big_endian: bool, word_swap: bool },
+    I32 { big_endian: bool, word_swap: bool },
+    U64 { big_endian: bool },
+    I64 { big_endian: bool },
     /// `ffffffff` big endian IEEE754, `FFffFFff` reversed.
-    F32 {
-        big_endian: bool,
-    },
-    F64 {
-        big_endian: bool,
-    },
+    F32 { big_endian: bool },
+    F64 { big_endian: bool },
     /// `bcdN`: N BCD digits.
     Bcd(u8),
     /// `kstr`: Kamstrup value (mantissa, exponent).
@@ -452,10 +428,7 @@ pub struct Derived {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum DerivedKind {
     /// `=m 3+4+5/#3`: strictly left to right.
-    Math {
-        first: Operand,
-        ops: Vec<(MathOp, Operand)>,
-    },
+    Math { first: Operand, ops: Vec<(MathOp, Operand)> },
     /// `=d 3 10`: change of entry 3 over 10 s as hourly rate x 1000.
     Difference { entry: EntryNo, interval_s: u32 },
 }

@@ -59,6 +59,7 @@ pub fn parse_file(text: &str) -> Result<FileAst<'_>, SyntaxError> {
                                 v: part.as_str(),
                             };
                         }
+                        Rule::EOI => {}
                         rule => marker = marker_of(rule, part),
                     }
                 }
@@ -262,6 +263,19 @@ pub fn parse_meter_def(text: &str) -> Result<MeterDefAst<'_>, SyntaxError> {
 
 /// One metric or special line of `>M`.
 pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
+    // Two common slips get a plain message rather than a list of what the grammar expected.
+    let start = text.len() - text.trim_start().len();
+    let digits = text[start..].bytes().take_while(u8::is_ascii_digit).count();
+    if digits > 0 {
+        let after = start + digits;
+        if !text[after..].starts_with(',') {
+            return Err((after, "expected `,` after the meter number".to_string()));
+        }
+        let body = &text[after + 1..];
+        if !body.starts_with('=') && !body.contains('@') {
+            return Err((after + 1, "a metric line needs `@` between the decoder and the value (`<decoder>@<scale>,label,unit,name,precision`)".to_string()));
+        }
+    }
     let mut pairs =
         TasmotaParser::parse(Rule::metric_line, text).map_err(|e| explain(&e, "metric line"))?;
     let mut inner = pairs.next().unwrap().into_inner();
@@ -393,8 +407,11 @@ fn value_spec(p: Pair<'_, Rule>) -> ValueSpecAst<'_> {
 
 /// `s` meters: hex bytes, `xx` wildcards.
 pub fn parse_sml_pattern(text: &str) -> Result<Vec<Option<u8>>, SyntaxError> {
-    let mut pairs =
-        TasmotaParser::parse(Rule::sml_pattern, text).map_err(|e| explain(&e, "SML pattern"))?;
+    let mut pairs = TasmotaParser::parse(Rule::sml_pattern, text).map_err(|e| {
+        let (at, _) = explain(&e, "SML pattern");
+        let rest = text.get(at..).unwrap_or("");
+        (at, format!("`{rest}` is not a hex byte: an SML pattern is the OBIS code as pairs of hex digits (`xx` for any byte)"))
+    })?;
     Ok(pairs
         .next()
         .unwrap()
@@ -413,8 +430,11 @@ fn hex_byte(s: &str) -> u8 {
 
 /// Binary meters: the byte mask.
 pub fn parse_byte_pattern(text: &str) -> Result<Vec<ByteOp>, SyntaxError> {
-    let mut pairs =
-        TasmotaParser::parse(Rule::byte_pattern, text).map_err(|e| explain(&e, "byte pattern"))?;
+    let mut pairs = TasmotaParser::parse(Rule::byte_pattern, text).map_err(|e| {
+        let (at, _) = explain(&e, "byte pattern");
+        let rest = text.get(at..).unwrap_or("");
+        (at, format!("`{rest}` is not a hex byte or a value mask (`uu`, `ss`, `UUuu`, `SSss`, `UUuuUUuu`, `ffffffff`, `xx`, `xN`, `bcdN`, `kstr`, `pm(...)`)"))
+    })?;
     let mut ops = Vec::new();
     for p in pairs.next().unwrap().into_inner() {
         let swap = |p: Pair<'_, Rule>| p.into_inner().next().is_some();
@@ -685,5 +705,18 @@ mod tests {
                 time: false
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod end_marker_tests {
+    use super::*;
+
+    #[test]
+    fn hash_at_end_of_file_without_newline_ends_the_section() {
+        for text in [">M 1\n#", ">M 1\n#\n", ">M 1\r\n#\r", ">M 1\n#  "] {
+            let f = parse_file(text).unwrap();
+            assert_eq!(f.sections.last().unwrap().marker, Marker::End, "{text:?}");
+        }
     }
 }
