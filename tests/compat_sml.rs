@@ -92,6 +92,7 @@ fn meter(lines: &[Line]) -> Meter {
             stop_bits: 1,
         },
         flags: 0,
+        param: 9600,
         prefix: Some("SML".into()),
         tx: None,
         requests: Requests::default(),

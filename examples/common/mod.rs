@@ -57,6 +57,7 @@ pub fn sml_script(n: u8) -> Script {
                     stop_bits: 1,
                 },
                 flags: 0,
+                param: 9600,
                 prefix: Some(format!("M{index}")),
                 tx: None,
                 requests: Requests::default(),

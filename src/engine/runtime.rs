@@ -230,6 +230,7 @@ mod tests {
                     stop_bits: 1,
                 },
                 flags: 0,
+                param: 9600,
                 prefix: Some("EON".into()),
                 tx: None,
                 requests: Requests::default(),

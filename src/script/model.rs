@@ -113,6 +113,9 @@ pub struct Meter {
     pub serial: SerialSettings,
     /// The flag field (bit 16: median filter; bit 32: SML without `77` sync).
     pub flags: u16,
+    /// The param field as written: baud rate (serial), TCP port (Modbus TCP), poll/debounce ms
+    /// (counter), bit-rate code + buffers x 100 (CAN).
+    pub param: i32,
     /// JSON key of this meter's object, already cut to 7 characters; `None` for `*` (no JSON output).
     pub prefix: Option<String>,
     /// Transmit side, when the meter must be asked.
@@ -180,8 +183,9 @@ pub struct DriverEnable {
 pub struct Requests {
     /// The period between two blocks, in ms (the script gives units of 100 ms).
     pub period_ms: u32,
-    /// The blocks, as bytes on the wire: Modbus count and CRC appended, `o` parity bit set, exactly
-    /// what Tasmota sends.
+    /// The blocks, as bytes on the wire: Modbus count and CRC appended, `o` parity bit set, Kamstrup
+    /// CRC, stuffing and framing, exactly what Tasmota sends. For Modbus TCP the CRC is left out
+    /// (unit id + PDU); the link prepends the MBAP header.
     pub telegrams: Vec<Vec<u8>>,
 }
 
@@ -424,6 +428,8 @@ pub struct VbusPattern {
     pub offset: u16,
     pub signed: bool,
     pub word: bool,
+    /// `t`: a time word (minutes since midnight), shown as `hh:mm`.
+    pub time: bool,
 }
 
 /// `c` meters: which value of the counter a line publishes.

@@ -188,6 +188,7 @@ pub fn script(names: &[&str]) -> Script {
                 stop_bits: 1,
             },
             flags: 0,
+            param: 9600,
             prefix: Some("EON".into()),
             tx: None,
             requests: Requests::default(),

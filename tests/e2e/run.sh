@@ -7,7 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 sml=${1:-$root/target/debug/sml}
-capture=$root/tests/fixtures/sx631.txt
+capture=$root/tests/fixtures/meters/sx631.txt
 work=$(mktemp -d)
 pids=()
 cleanup() {

@@ -394,6 +394,7 @@ mod tests {
                 stop_bits: 1,
             },
             flags: 0,
+            param: 9600,
             prefix: Some("SML".into()),
             tx: None,
             requests: Requests::default(),

@@ -1,0 +1,502 @@
+/*!
+Framing of OBIS text telegrams: finds where a telegram starts and ends and checks it, without knowing
+any metric line. Bytes in, [`Frame`]s out through a callback that borrows the framer's buffer, so a
+telegram is never copied.
+
+What counts as a telegram (the choices, also in the README):
+- **Start**: `/` (DSMR header, IEC 62056-21 identification line) or STX (an IEC readout whose
+  identification line was not captured). While hunting, a `/` anywhere starts a telegram (fast resync
+  after noise), except inside a line that already holds a `(`: there it is a date separator.
+  Inside a telegram a `/` outside brackets (OBIS codes never hold one) abandons the unfinished
+  telegram ([`DecodeError::Truncated`]) and starts the next.
+- **Request echoes**: a header line `/?...` or `/#...` is the sign-on we (or a script) sent, echoed by
+  a half-duplex optical head: dropped as discarded bytes, not an error.
+- **End**: a line starting with `!`. What follows up to the line end is the DSMR CRC (1 to 4 hex
+  digits: some meters drop leading zeros), checked over `/` .. `!`; nothing there means no CRC
+  (DSMR 2.2/3, IEC readouts, EasyMeter). A telegram that had STX then expects ETX and the BCC, checked
+  when present (a meter that omits them is accepted).
+- **Bit 7**: cleared before any decision (Tasmota's 7E1-on-8N1 emulation). The CRC is accepted over the
+  7-bit bytes (what a 7E1 meter computed) or, when a byte had bit 7 set, over the bytes as received
+  (8-bit links whose telegrams carry non-ASCII bytes).
+- **Meters without any header** (line-by-line meters such as a Kamstrup Multical answering `/#1`):
+  until a telegram header or STX has been seen on this stream, lines outside telegrams are collected as a
+  headerless block, published when a `!` line without CRC, a telegram start, a silence or the end of the
+  input closes it. A block closed by `!CRC` is the tail of a telegram whose start was missed: dropped.
+  Once a framed telegram was seen, bytes outside telegrams are garbage.
+- **Bounds**: a telegram longer than [`MAX_TELEGRAM`] bytes is rejected ([`DecodeError::TooLong`]) and
+  its rest skipped; a headerless block is closed at that size. Skipped bytes are reported as one
+  `Discarded` per run (at the next telegram start, or every [`MAX_TELEGRAM`] bytes of a long run), so
+  the report does not depend on how the bytes were chunked.
+*/
+
+use crate::decode::obis::check::{bcc, crc16_arc, crc16_arc_7bit};
+use crate::decode::DecodeError;
+
+/// Longest telegram accepted (the largest real DSMR telegrams are ~3 KiB; IEC readouts with a
+/// 15-month history ~10 KiB).
+pub const MAX_TELEGRAM: usize = 64 * 1024;
+
+/// Longest text between `!` and the line end: 4 CRC digits, CR, a few spaces.
+const MAX_TRAILER: usize = 8;
+
+const STX: u8 = 0x02;
+const ETX: u8 = 0x03;
+
+/// What the framer found.
+#[derive(Debug, PartialEq)]
+pub enum Frame<'a> {
+    /// A complete telegram that passed its checks: its text from the start up to (not including) the
+    /// `!` line, bit 7 cleared.
+    Telegram(&'a [u8]),
+    /// Lines from a meter that sends no telegram header, bit 7 cleared.
+    Headerless(&'a [u8]),
+    /// Bytes skipped while looking for a telegram start.
+    Discarded(usize),
+    /// A telegram found and rejected.
+    Rejected(DecodeError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Outside a telegram.
+    Hunting,
+    /// Inside a telegram, before its `!` line.
+    Body,
+    /// After `!`: CRC digits up to the line end.
+    Trailer,
+    /// After the `!` line of a telegram that had STX: ETX expected.
+    AwaitEtx,
+    /// ETX seen: the BCC is the next byte.
+    AwaitBcc,
+}
+
+/// The streaming telegram finder of one meter.
+#[derive(Debug)]
+pub struct Framer {
+    state: State,
+    /// Body..AwaitBcc: the telegram as received. Hunting: the headerless block (complete lines and the
+    /// current partial one), empty once a framed telegram was seen.
+    buf: Vec<u8>,
+    /// Index in `buf` where the current line starts (Body, headerless Hunting).
+    line_start: usize,
+    /// Hunting: the current line holds a `(`, so a `/` in it is not a telegram start.
+    line_has_paren: bool,
+    /// Body: the current line is inside a `( )` bracket.
+    in_bracket: bool,
+    /// Some byte of the current telegram had bit 7 set.
+    high_bits: bool,
+    /// Index of STX in `buf`, when the telegram has one.
+    stx: Option<usize>,
+    /// Index of the `!` in `buf` (Trailer onwards).
+    bang: usize,
+    /// The first line of the telegram is still coming (to recognise request echoes).
+    in_header: bool,
+    /// A telegram header (not an echo) or STX was seen on this stream: the meter frames its telegrams,
+    /// so lines outside telegrams are garbage from now on.
+    framed_seen: bool,
+    /// Skipped bytes not reported yet.
+    skipped: usize,
+    limit: usize,
+}
+
+impl Default for Framer {
+    fn default() -> Self {
+        Framer::with_limit(MAX_TELEGRAM)
+    }
+}
+
+impl Framer {
+    /// A framer with another size bound (tests use small ones).
+    pub fn with_limit(limit: usize) -> Self {
+        Framer {
+            state: State::Hunting,
+            buf: Vec::with_capacity(4096),
+            line_start: 0,
+            line_has_paren: false,
+            in_bracket: false,
+            high_bits: false,
+            stx: None,
+            bang: 0,
+            in_header: false,
+            framed_seen: false,
+            skipped: 0,
+            limit: limit.max(16),
+        }
+    }
+
+    /// Bytes held that a silence would complete (a `!` line without line end, a readout waiting for
+    /// ETX, a headerless block).
+    pub fn has_pending(&self) -> bool {
+        match self.state {
+            State::Trailer | State::AwaitEtx => true,
+            State::Hunting => !self.buf.is_empty(),
+            State::Body | State::AwaitBcc => false,
+        }
+    }
+
+    /// Bytes held allocated: at most about twice the telegram limit, whatever arrived.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Take bytes; report what they complete through `out`.
+    pub fn push(&mut self, input: &[u8], out: &mut impl FnMut(Frame<'_>)) {
+        let mut i = 0;
+        while i < input.len() {
+            i += match self.state {
+                State::Hunting => self.hunt(&input[i..], out),
+                State::Body => self.body(&input[i..], out),
+                State::Trailer => self.trailer(input[i], out),
+                State::AwaitEtx => self.await_etx(input[i], out),
+                State::AwaitBcc => self.await_bcc(input[i], out),
+            };
+        }
+    }
+
+    /// The line went quiet: complete what only lacked its line end, publish a headerless block.
+    pub fn handle_silence(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        match self.state {
+            State::Trailer => self.finish_trailer(out),
+            State::AwaitEtx => self.emit_telegram(out),
+            State::Hunting => self.flush_headerless(out),
+            State::Body | State::AwaitBcc => {}
+        }
+    }
+
+    /// The input ended: complete what can be, reject an unfinished telegram, report skipped bytes.
+    pub fn handle_end(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        self.handle_silence(out);
+        match self.state {
+            State::Body | State::AwaitBcc => {
+                let why = if self.state == State::Body {
+                    "input ended before '!'"
+                } else {
+                    "input ended before the BCC"
+                };
+                out(Frame::Rejected(DecodeError::Truncated {
+                    bytes: self.buf.len(),
+                    why,
+                }));
+                self.reset();
+            }
+            State::Hunting | State::Trailer | State::AwaitEtx => {}
+        }
+        self.report_skipped(out);
+    }
+
+    fn reset(&mut self) {
+        self.state = State::Hunting;
+        self.buf.clear();
+        self.line_start = 0;
+        self.line_has_paren = false;
+        self.in_bracket = false;
+        self.high_bits = false;
+        self.stx = None;
+    }
+
+    fn skip(&mut self, n: usize, out: &mut impl FnMut(Frame<'_>)) {
+        self.skipped += n;
+        if self.skipped >= self.limit {
+            self.report_skipped(out);
+        }
+    }
+
+    fn report_skipped(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        if self.skipped > 0 {
+            out(Frame::Discarded(self.skipped));
+            self.skipped = 0;
+        }
+    }
+
+    /// Outside a telegram: one byte at a time (garbage and headerless lines are rare and short).
+    fn hunt(&mut self, input: &[u8], out: &mut impl FnMut(Frame<'_>)) -> usize {
+        let raw = input[0];
+        let b = raw & 0x7f;
+        if (b == b'/' && !self.line_has_paren) || b == STX {
+            self.flush_headerless(out);
+            self.report_skipped(out);
+            self.start_telegram(raw);
+            return 1;
+        }
+        if self.framed_seen {
+            self.skip(1, out);
+            match b {
+                b'\n' => self.line_has_paren = false,
+                b'(' => self.line_has_paren = true,
+                _ => {}
+            }
+            return 1;
+        }
+        // A meter without headers, so far: keep the line.
+        self.buf.push(raw);
+        match b {
+            b'(' => self.line_has_paren = true,
+            b'\n' => {
+                self.line_has_paren = false;
+                let line = &self.buf[self.line_start..];
+                if line.first().map(|c| c & 0x7f) == Some(b'!') {
+                    let has_crc = line[1..].iter().any(|c| (c & 0x7f).is_ascii_hexdigit());
+                    if has_crc {
+                        // The tail of a telegram whose start we missed: its CRC cannot be checked.
+                        let n = self.buf.len();
+                        self.buf.clear();
+                        self.skip(n, out);
+                    } else {
+                        self.flush_headerless(out);
+                    }
+                }
+                self.line_start = self.buf.len();
+            }
+            _ => {}
+        }
+        if self.buf.len() >= self.limit {
+            self.flush_headerless(out);
+        }
+        1
+    }
+
+    /// Publish (or drop, when empty) the headerless block.
+    fn flush_headerless(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        if self.state != State::Hunting || self.buf.is_empty() {
+            return;
+        }
+        self.report_skipped(out);
+        for b in &mut self.buf {
+            *b &= 0x7f;
+        }
+        out(Frame::Headerless(&self.buf));
+        self.buf.clear();
+        self.line_start = 0;
+    }
+
+    fn start_telegram(&mut self, raw: u8) {
+        self.reset();
+        self.state = State::Body;
+        self.buf.push(raw);
+        self.high_bits = raw & 0x80 != 0;
+        if raw & 0x7f == STX {
+            self.stx = Some(0);
+            self.in_header = false;
+            self.framed_seen = true;
+        } else {
+            self.in_header = true;
+        }
+    }
+
+    /// Inside a telegram: whole lines at a time.
+    fn body(&mut self, input: &[u8], out: &mut impl FnMut(Frame<'_>)) -> usize {
+        let mut i = 0;
+        while i < input.len() {
+            if self.line_start == self.buf.len() {
+                // First byte of a line: the end, or STX of a readout after its identification line.
+                let raw = input[i];
+                match raw & 0x7f {
+                    b'!' => {
+                        if self.buf.len() >= self.limit {
+                            return i + self.too_long(out);
+                        }
+                        self.bang = self.buf.len();
+                        self.buf.push(raw);
+                        self.high_bits |= raw & 0x80 != 0;
+                        self.state = State::Trailer;
+                        return i + 1;
+                    }
+                    STX if self.stx.is_none() => self.stx = Some(self.buf.len()),
+                    _ => {}
+                }
+            }
+            let rest = &input[i..];
+            let n = rest
+                .iter()
+                .position(|&c| c & 0x7f == b'\n')
+                .map_or(rest.len(), |p| p + 1);
+            let line = &rest[..n];
+            if !self.in_header {
+                if let Some(k) = self.restart_at(line) {
+                    // A new telegram starts before this one ended (bytes were lost).
+                    if self.buf.len() + k > self.limit {
+                        let take = self.limit - self.buf.len();
+                        self.buf.extend_from_slice(&line[..take]);
+                        return i + take + self.too_long(out);
+                    }
+                    self.buf.extend_from_slice(&line[..k]);
+                    let bytes = self.buf.len();
+                    out(Frame::Rejected(DecodeError::Truncated {
+                        bytes,
+                        why: "a new telegram started before '!'",
+                    }));
+                    self.start_telegram(line[k]);
+                    return i + k + 1;
+                }
+            }
+            if self.buf.len() + n > self.limit {
+                let take = self.limit - self.buf.len();
+                self.buf.extend_from_slice(&line[..take]);
+                return i + take + self.too_long(out);
+            }
+            self.high_bits |= line.iter().fold(0u8, |acc, &c| acc | c) & 0x80 != 0;
+            self.buf.extend_from_slice(line);
+            i += n;
+            if line.last().map(|c| c & 0x7f) == Some(b'\n') {
+                self.line_start = self.buf.len();
+                self.in_bracket = false;
+                if self.in_header {
+                    self.in_header = false;
+                    if matches!(self.buf.get(1).map(|c| c & 0x7f), Some(b'?' | b'#')) {
+                        // Our own sign-on (`/?!`, `/#1`) echoed back, not a meter's identification.
+                        let n = self.buf.len();
+                        self.reset();
+                        self.skip(n, out);
+                        return i;
+                    }
+                    self.framed_seen = true;
+                }
+            }
+        }
+        i
+    }
+
+    /// Where a `/` outside brackets (a telegram start: OBIS codes never hold one, values may) sits in
+    /// this piece of a line, if any; keeps track of whether the line is inside a bracket.
+    fn restart_at(&mut self, line: &[u8]) -> Option<usize> {
+        if line.iter().any(|&c| c & 0x7f == b'/') {
+            for (k, &c) in line.iter().enumerate() {
+                match c & 0x7f {
+                    b'(' => self.in_bracket = true,
+                    b')' => self.in_bracket = false,
+                    b'/' if !self.in_bracket => return Some(k),
+                    _ => {}
+                }
+            }
+        } else if line.last().map(|c| c & 0x7f) != Some(b'\n') {
+            // A line continued in the next chunk: only its last bracket matters.
+            if let Some(p) = line.iter().rposition(|&c| matches!(c & 0x7f, b'(' | b')')) {
+                self.in_bracket = line[p] & 0x7f == b'(';
+            }
+        }
+        None
+    }
+
+    fn too_long(&mut self, out: &mut impl FnMut(Frame<'_>)) -> usize {
+        out(Frame::Rejected(DecodeError::TooLong { limit: self.limit }));
+        self.reset();
+        // The rest of the over-long telegram is skipped by the hunt (a `/` in it may start the next).
+        self.line_has_paren = true;
+        0
+    }
+
+    fn trailer(&mut self, raw: u8, out: &mut impl FnMut(Frame<'_>)) -> usize {
+        match raw & 0x7f {
+            b'\n' => {
+                self.buf.push(raw);
+                self.finish_trailer(out);
+                1
+            }
+            // The next telegram right after `!`, without a line end: complete this one, then start.
+            b'/' => {
+                self.finish_trailer(out);
+                0
+            }
+            c if c.is_ascii_hexdigit() || c == b'\r' || c == b' ' => {
+                self.buf.push(raw);
+                self.high_bits |= raw & 0x80 != 0;
+                if self.buf.len() - self.bang > MAX_TRAILER {
+                    self.reject_malformed("more than 4 CRC digits after '!'", out);
+                }
+                1
+            }
+            _ => {
+                self.reject_malformed("unexpected byte after '!'", out);
+                1
+            }
+        }
+    }
+
+    fn reject_malformed(&mut self, why: &str, out: &mut impl FnMut(Frame<'_>)) {
+        out(Frame::Rejected(DecodeError::Malformed {
+            offset: self.buf.len(),
+            why: why.to_string(),
+        }));
+        self.reset();
+    }
+
+    /// The `!` line is complete: check the CRC, or wait for ETX, or accept.
+    fn finish_trailer(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        let mut digits = 0usize;
+        let mut crc = 0u16;
+        let mut gap = false;
+        for &c in &self.buf[self.bang + 1..] {
+            let c = c & 0x7f;
+            match (c as char).to_digit(16) {
+                Some(d) if !gap => {
+                    digits += 1;
+                    crc = (crc << 4) | d as u16;
+                }
+                Some(_) => return self.reject_malformed("space inside the CRC", out),
+                None => gap |= digits > 0,
+            }
+        }
+        if digits == 0 {
+            if self.stx.is_some() {
+                self.state = State::AwaitEtx;
+            } else {
+                self.emit_telegram(out);
+            }
+            return;
+        }
+        let body = &self.buf[..=self.bang];
+        let computed = if self.high_bits {
+            crc16_arc_7bit(body)
+        } else {
+            crc16_arc(body)
+        };
+        if computed == crc || (self.high_bits && crc16_arc(body) == crc) {
+            self.emit_telegram(out);
+        } else {
+            out(Frame::Rejected(DecodeError::BadCrc {
+                expected: crc,
+                computed,
+            }));
+            self.reset();
+        }
+    }
+
+    fn await_etx(&mut self, raw: u8, out: &mut impl FnMut(Frame<'_>)) -> usize {
+        if raw & 0x7f == ETX {
+            self.buf.push(raw);
+            self.state = State::AwaitBcc;
+            1
+        } else {
+            // No ETX/BCC after the `!` line: accepted unchecked, as a meter without them.
+            self.emit_telegram(out);
+            0
+        }
+    }
+
+    fn await_bcc(&mut self, raw: u8, out: &mut impl FnMut(Frame<'_>)) -> usize {
+        let start = self.stx.map_or(0, |s| s + 1);
+        let computed = bcc(&self.buf[start..]) & 0x7f;
+        let got = raw & 0x7f;
+        if computed == got {
+            self.emit_telegram(out);
+        } else {
+            out(Frame::Rejected(DecodeError::BadCrc {
+                expected: u16::from(got),
+                computed: u16::from(computed),
+            }));
+            self.reset();
+        }
+        1
+    }
+
+    fn emit_telegram(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        let text = &mut self.buf[..self.bang];
+        if self.high_bits {
+            for b in text.iter_mut() {
+                *b &= 0x7f;
+            }
+        }
+        out(Frame::Telegram(text));
+        self.reset();
+    }
+}

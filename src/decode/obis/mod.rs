@@ -1,0 +1,193 @@
+/*!
+The `o` decoder: OBIS text telegrams (DSMR P1, IEC 62056-21 readouts) in, readings out.
+
+Two halves, each tested alone: [`frame`] finds and checks telegrams (`/` .. `!CRC`, STX .. ETX BCC,
+request echoes, resync, bounds) and [`matcher`] applies the meter's metric lines to a checked
+telegram's lines. This module joins them behind the [`Decoder`] trait, keeps the statistics and sends
+the meter's request telegrams (the IEC 62056-21 `/?!` sign-on) on their schedule.
+
+Memory is bounded whatever arrives: one telegram buffer of at most [`frame::MAX_TELEGRAM`] bytes, and
+an event queue that keeps at most [`MAX_QUEUED_EVENTS`] errors for a caller that does not poll
+(telegrams are kept: at most one per 4 bytes of a `handle_bytes` call).
+*/
+
+pub mod check;
+pub mod frame;
+pub mod matcher;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::decode::request::RequestSchedule;
+use crate::decode::{DecodeError, DecodeEvent, DecodeStats, Decoder, Telegram};
+use crate::script::model::{Decoding, Meter};
+
+use frame::{Frame, Framer};
+use matcher::Matcher;
+
+/// A quiet line for this long completes what waits only for its line end (a `!` at the very end of a
+/// burst, a readout without ETX, the lines of a meter that sends no header).
+pub const SILENCE: Duration = Duration::from_millis(500);
+
+/// Queued events past which the oldest error is dropped (a caller that does not poll).
+pub const MAX_QUEUED_EVENTS: usize = 1024;
+
+pub struct ObisDecoder {
+    framer: Framer,
+    matcher: Matcher,
+    events: VecDeque<DecodeEvent>,
+    stats: DecodeStats,
+    /// Matched lines whose value was not a number (`(ON)` for an `@1` line).
+    unparsed_values: u64,
+    requests: RequestSchedule,
+    last_byte_at: Option<Instant>,
+}
+
+impl ObisDecoder {
+    pub fn new(meter: &Meter) -> Self {
+        let metrics = match &meter.decoding {
+            Decoding::Obis(m) => m.as_slice(),
+            _ => &[],
+        };
+        // `=so2,N` replaces all flags; bit value 2 is OBIS line mode (on when `=so2` is absent).
+        let line_mode = meter.options.so2_flags.map_or(true, |f| f & 2 != 0);
+        ObisDecoder::with_framer(
+            Matcher::new(metrics, line_mode),
+            Framer::default(),
+            RequestSchedule::new(&meter.requests),
+        )
+    }
+
+    fn with_framer(matcher: Matcher, framer: Framer, requests: RequestSchedule) -> Self {
+        ObisDecoder {
+            framer,
+            matcher,
+            events: VecDeque::new(),
+            stats: DecodeStats::default(),
+            unparsed_values: 0,
+            requests,
+            last_byte_at: None,
+        }
+    }
+
+    /// Matched lines whose value was no number (counted, never published as 0).
+    pub fn unparsed_values(&self) -> u64 {
+        self.unparsed_values
+    }
+
+    /// Run the framer with a sink that turns frames into events.
+    fn with_sink(&mut self, f: impl FnOnce(&mut Framer, &mut dyn FnMut(Frame<'_>))) {
+        let ObisDecoder {
+            framer,
+            matcher,
+            events,
+            stats,
+            unparsed_values,
+            ..
+        } = self;
+        let mut sink = |frame: Frame<'_>| {
+            let event = match frame {
+                Frame::Telegram(text) => {
+                    let mut readings = Vec::with_capacity(matcher.len());
+                    *unparsed_values += matcher.match_text(text, &mut readings);
+                    stats.telegrams += 1;
+                    DecodeEvent::Telegram(Telegram { readings })
+                }
+                Frame::Headerless(text) => {
+                    let mut readings = Vec::with_capacity(matcher.len());
+                    *unparsed_values += matcher.match_text(text, &mut readings);
+                    if readings.is_empty() {
+                        stats.bytes_skipped += text.len() as u64;
+                        DecodeEvent::Discarded { bytes: text.len() }
+                    } else {
+                        stats.telegrams += 1;
+                        DecodeEvent::Telegram(Telegram { readings })
+                    }
+                }
+                Frame::Discarded(bytes) => {
+                    stats.bytes_skipped += bytes as u64;
+                    DecodeEvent::Discarded { bytes }
+                }
+                Frame::Rejected(e) => {
+                    match e {
+                        DecodeError::BadCrc { .. } => stats.crc_errors += 1,
+                        _ => stats.rejected += 1,
+                    }
+                    tracing::debug!("obis telegram rejected: {e}");
+                    DecodeEvent::Error(e)
+                }
+            };
+            queue(events, event);
+        };
+        f(framer, &mut sink);
+    }
+}
+
+/// Queue an event: consecutive discards merge into one; past [`MAX_QUEUED_EVENTS`] the oldest error
+/// makes room (errors are also counted in the stats). Telegrams are never dropped: there are at most
+/// as many as the bytes of one `handle_bytes` call allow.
+fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
+    if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
+        (&event, events.back_mut())
+    {
+        *last += bytes;
+        return;
+    }
+    if events.len() >= MAX_QUEUED_EVENTS {
+        if let Some(p) = events
+            .iter()
+            .position(|e| matches!(e, DecodeEvent::Error(_)))
+        {
+            events.remove(p);
+        }
+    }
+    events.push_back(event);
+}
+
+impl Decoder for ObisDecoder {
+    fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.stats.bytes_in += bytes.len() as u64;
+        self.last_byte_at = Some(now);
+        self.with_sink(|framer, sink| framer.push(bytes, &mut |f| sink(f)));
+    }
+
+    fn poll_event(&mut self) -> Option<DecodeEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.requests.poll_transmit(now).map(|(_, block)| block)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let silence = self
+            .last_byte_at
+            .filter(|_| self.framer.has_pending())
+            .map(|t| t + SILENCE);
+        match (silence, self.requests.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        let quiet = self.last_byte_at.is_some_and(|t| now >= t + SILENCE);
+        if quiet && self.framer.has_pending() {
+            self.with_sink(|framer, sink| framer.handle_silence(&mut |f| sink(f)));
+        }
+    }
+
+    fn handle_end(&mut self) {
+        self.with_sink(|framer, sink| framer.handle_end(&mut |f| sink(f)));
+    }
+
+    fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests;
