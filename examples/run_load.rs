@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use sml::runtime::{RunConfig, SinkConfig};
 
 fn cpu_secs(path: &str) -> f64 {
-    // utime + stime, in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string(path).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    // The first field of schedstat: nanoseconds this thread ran on a CPU.
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    stat.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
 }
 
 fn status(key: &str) -> String {
@@ -105,7 +107,7 @@ fn main() {
     };
     let stat_sml: Vec<String> = tid
         .iter()
-        .map(|t| format!("/proc/self/task/{t}/stat"))
+        .map(|t| format!("/proc/self/task/{t}/schedstat"))
         .collect();
     let cpu_start: f64 = stat_sml.iter().map(|p| cpu_secs(p)).sum();
     let start = Instant::now();
@@ -129,7 +131,7 @@ fn main() {
     let wall = start.elapsed().as_secs_f64();
     let cpu: f64 = stat_sml.iter().map(|p| cpu_secs(p)).sum::<f64>() - cpu_start;
     println!(
-        "{n} meters, {sent} telegrams in {wall:.1} s: sml threads {:.1}% of one core; {}; {}",
+        "{n} meters, {sent} telegrams in {wall:.1} s: sml threads {:.2}% of one core; {}; {}",
         100.0 * cpu / wall,
         status("VmHWM"),
         status("VmRSS")
