@@ -1098,6 +1098,17 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                     },
                     None => None,
                 };
+                if decoder.v.starts_with('.') {
+                    // The Logarex seed's `.8.1(` matched in Tasmota's old sliding-window mode only.
+                    self.warn(
+                        t,
+                        decoder.at,
+                        format!(
+                            "`{}` matches no line in line mode (Tasmota's default): meter lines start with the whole code, e.g. `1{}`; it matches only in window mode (`=so2,1`)",
+                            decoder.v, decoder.v
+                        ),
+                    );
+                }
                 let pattern = ObisPattern {
                     code: decoder.v.to_string(),
                     bracket,
