@@ -1,0 +1,14 @@
+//! Fuzz the script front end: any bytes compile to a model or to diagnostics, never a panic, and the
+//! result is consistent (a model exactly when there is no error; positions are 1-based).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let compiled = sml::script::compile(data);
+    assert_eq!(compiled.script.is_some(), !compiled.has_errors());
+    for d in &compiled.diagnostics {
+        assert!(d.line >= 1 && d.col >= 1, "{d:?}");
+        let _ = d.render("fuzz.sml");
+    }
+});
