@@ -314,7 +314,16 @@ fn lower_declarations(
         };
         let array_len = decl.array_len.and_then(|a| a.v.parse().ok());
         if !decl.trailing.v.trim().is_empty() && !decl.trailing.v.trim_start().starts_with(';') {
-            sink.warn(l.line, decl.trailing.at, "text after the value is ignored");
+            sink.warn(
+                l.line,
+                decl.trailing.at,
+                format!(
+                    "`{}` after the value is ignored, as Tasmota does: `{}` is {}",
+                    decl.trailing.v.trim(),
+                    decl.name.v,
+                    literal_text(&initial)
+                ),
+            );
         }
         vars.insert(decl.name.v.to_string(), initial.clone());
         script.declarations.push(Declaration {
@@ -1345,4 +1354,12 @@ fn hex_bytes(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
         .collect()
+}
+
+/// A literal as a user would write it, for messages.
+fn literal_text(l: &Literal) -> String {
+    match l {
+        Literal::Number(n) => format!("the number {n}"),
+        Literal::Text(t) => format!("the text \"{t}\""),
+    }
 }

@@ -41,7 +41,18 @@ const MAX_ENCODING_ERRORS: usize = 10;
 /// Compile a script from its raw bytes.
 pub fn compile(source: &[u8]) -> Compiled {
     let mut diagnostics = encoding_errors(source);
-    let text = String::from_utf8_lossy(source);
+    let mut text = String::from_utf8_lossy(source);
+    if let Some(rest) = text.strip_prefix('\u{feff}') {
+        // Editors on Windows add a byte-order mark; Tasmota would see it as text before `>D`.
+        diagnostics.push(Diagnostic {
+            severity: Severity::Warning,
+            line: 1,
+            col: 1,
+            message: "the file starts with a UTF-8 byte-order mark: Tasmota would not run it; sml ignores the mark".into(),
+            source_line: rest.lines().next().unwrap_or("").to_string(),
+        });
+        text = std::borrow::Cow::Owned(rest.to_string());
+    }
     let lines: Vec<&str> = text
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
@@ -65,7 +76,7 @@ pub fn compile(source: &[u8]) -> Compiled {
         }
     };
     let (script, mut more) = lower::lower(&file, &lines);
-    let had_encoding_errors = !diagnostics.is_empty();
+    let had_encoding_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     diagnostics.append(&mut more);
     diagnostics.sort_by_key(|d| (d.line, d.col));
     Compiled {
@@ -302,6 +313,15 @@ mod tests {
         assert!(e[0].starts_with("4:7:"));
         assert!(e[1].starts_with("5:20:"));
         assert!(e[2].starts_with("6:27:"), "{}", e[2]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_with_a_warning() {
+        let c = compile(
+            "\u{feff}>D\n>M 1\n+1,3,s,0,9600,A\n1,77070100010800ff@1,a,,a,0\n#\n".as_bytes(),
+        );
+        assert!(!c.has_errors(), "{:?}", c.diagnostics);
+        assert!(c.diagnostics[0].message.contains("byte-order mark"));
     }
 
     #[test]
