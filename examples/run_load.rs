@@ -8,9 +8,7 @@
 //!     cargo run --release --example run_load -- 18830 1 60      # 1 meter, 60 s
 //!     cargo run --release --example run_load -- 18830 1000 30    # 1000 meters, 30 s
 //!
-//! A script holds at most 255 meters (the model's meter index is a u8, as Tasmota's is small),
-//! so N meters run as ceil(N/250) scripts side by side on the one runtime, each with its own
-//! engine and MQTT connection.
+//! All N meters are in one script, as `sml run` would carry them: one engine, one MQTT connection.
 
 mod common;
 
@@ -57,39 +55,31 @@ fn main() {
         drop(s);
     }
 
-    let mut configs = Vec::new();
-    for (chunk_no, chunk) in paths.chunks(250).enumerate() {
-        let engine = sml::engine::runtime::EngineConfig {
+    let config = RunConfig {
+        script: common::sml_script(n as u16),
+        bindings: paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}={p}", i + 1).parse().unwrap())
+            .collect(),
+        engine: sml::engine::runtime::EngineConfig {
             every_telegram: true,
             ..Default::default()
-        };
-        configs.push(RunConfig {
-            script: common::sml_script(chunk.len() as u8),
-            bindings: chunk
-                .iter()
-                .enumerate()
-                .map(|(i, p)| format!("{}={p}", i + 1).parse().unwrap())
-                .collect(),
-            engine,
-            replay_speed: sml::link::ReplaySpeed::RealTime,
-            link_backoff: Default::default(),
-            sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, &format!("load{chunk_no}")))),
-            decoders: sml::runtime::default_decoders(),
-        });
-    }
+        },
+        replay_speed: sml::link::ReplaySpeed::RealTime,
+        link_backoff: Default::default(),
+        sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "load"))),
+        decoders: sml::runtime::default_decoders(),
+    };
     let sml_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            let runs: Vec<_> = configs
-                .into_iter()
-                .map(|c| tokio::spawn(sml::runtime::run(c, std::future::pending())))
-                .collect();
-            for r in runs {
-                r.await.unwrap().unwrap();
-            }
+            sml::runtime::run(config, std::future::pending())
+                .await
+                .unwrap();
         });
     });
     std::thread::sleep(Duration::from_secs(2));

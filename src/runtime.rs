@@ -8,6 +8,7 @@ tokio runtime, waiting in the reactor; telegrams reach the engine over one bound
 engine slows the links, it does not grow memory). Nothing polls.
 */
 
+use crate::script::model::MeterIndex;
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -57,11 +58,11 @@ pub enum RunError {
         "meter {0} has no port. Bind it to its source with --port {0}=/dev/ttyUSB0 (serial), \
          --port {0}=tcp://host:2000 (TCP serial bridge) or --port {0}=file:capture.txt (recorded capture)"
     )]
-    Unbound(u8),
+    Unbound(MeterIndex),
     #[error("--port {0}=...: the script has no meter {0} (it has {1})")]
-    NoSuchMeter(u8, String),
+    NoSuchMeter(MeterIndex, String),
     #[error("meter {0} is bound twice")]
-    BoundTwice(u8),
+    BoundTwice(MeterIndex),
     #[error("the script has no meter (>M section)")]
     NoMeters,
     #[error(transparent)]

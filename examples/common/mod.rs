@@ -19,8 +19,8 @@ fn obis(hex: &str) -> SmlPattern {
     SmlPattern { bytes, bit: None }
 }
 
-/// A script with `n` SML meters (indexes 1..=n, n <= 255), each with two lines, prefix `M<i>`.
-pub fn sml_script(n: u8) -> Script {
+/// A script with `n` SML meters (indexes 1..=n), each with two lines, prefix `M<i>`.
+pub fn sml_script(n: u16) -> Script {
     let mut entry = 0u16;
     let meters = (1..=n)
         .map(|index| {

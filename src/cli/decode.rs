@@ -3,6 +3,7 @@
 each complete telegram, the SENSOR payload Tasmota would publish at that moment.
 */
 
+use crate::script::model::MeterIndex;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,7 +21,7 @@ pub struct Args {
     pub capture: PathBuf,
     /// Which meter of the script the bytes come from.
     #[arg(long, default_value_t = 1)]
-    pub meter: u8,
+    pub meter: MeterIndex,
     /// The capture is hex text (whitespace ignored), as in `.hex` files.
     #[arg(long)]
     pub hex: bool,

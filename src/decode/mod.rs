@@ -15,6 +15,7 @@ pub mod obis;
 pub mod request;
 pub mod sml;
 
+use crate::script::model::MeterIndex;
 use std::time::Instant;
 
 use crate::script::model::{Decoding, EntryNo, Meter};
@@ -100,7 +101,7 @@ pub trait Decoder: Send {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnsupportedMeter {
     #[error("meter {index}: type '{letter}' is parsed but not decoded yet")]
-    NotYet { index: u8, letter: char },
+    NotYet { index: MeterIndex, letter: char },
 }
 
 /// The decoder for a compiled meter.

@@ -12,6 +12,7 @@ Tasmota's timing, which consumers and scripts rely on:
   per-line payloads, which it contains.
 */
 
+use crate::script::model::MeterIndex;
 use std::time::{Duration, Instant};
 
 use crate::decode::Telegram;
@@ -119,7 +120,7 @@ impl Engine {
     }
 
     /// A meter's link dropped: its values are forgotten until it sends again.
-    pub fn handle_link_down(&mut self, meter: u8) {
+    pub fn handle_link_down(&mut self, meter: MeterIndex) {
         self.stats.link_drops += 1;
         self.table.forget_meter(meter);
     }

@@ -7,6 +7,7 @@ the same prefix are merged into one JSON object (Tasmota would print the key twi
 readers resolve by keeping only the last).
 */
 
+use crate::script::model::MeterIndex;
 use std::time::Instant;
 
 use crate::decode::{Telegram, Value};
@@ -16,7 +17,7 @@ use crate::script::model::{DerivedKind, EntryNo, MathOp, Operand, Script};
 /// Where an entry goes in JSON.
 #[derive(Debug, Clone)]
 struct Slot {
-    meter: u8,
+    meter: MeterIndex,
     prefix: Option<String>,
     name: String,
     decimals: u8,
@@ -179,7 +180,7 @@ impl ValueTable {
     }
 
     /// Forget a meter's values (its link went silent): they are not republished as if fresh.
-    pub fn forget_meter(&mut self, meter: u8) {
+    pub fn forget_meter(&mut self, meter: MeterIndex) {
         for s in self.slots.iter_mut().filter(|s| s.meter == meter) {
             s.value = None;
             s.at = None;

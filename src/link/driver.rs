@@ -9,6 +9,7 @@ and the engine is told, so the meter's values are not republished as if fresh. A
 made for every connection: half a telegram from before the drop must not be glued to the next one.
 */
 
+use crate::script::model::MeterIndex;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub type DecoderFactory =
 /// What a link driver reports to the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinkEvent {
-    pub meter: u8,
+    pub meter: MeterIndex,
     /// When the bytes that completed the event were read.
     pub at: std::time::Instant,
     pub kind: LinkEventKind,

@@ -5,6 +5,7 @@ Where a meter's bytes come from: `--port N=SOURCE` on the command line, `[ports]
 ESP-Link), `file:PATH` a recorded capture replayed at the line's byte rate.
 */
 
+use crate::script::model::MeterIndex;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -19,7 +20,7 @@ pub enum Source {
 /// A meter index bound to a source: `1=/dev/ttyUSB0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binding {
-    pub meter: u8,
+    pub meter: MeterIndex,
     pub source: Source,
 }
 
@@ -103,7 +104,7 @@ impl FromStr for Binding {
         let (index, source) = s
             .split_once('=')
             .ok_or_else(|| SourceError::NoIndex(s.into()))?;
-        let meter: u8 = index
+        let meter: MeterIndex = index
             .trim()
             .parse()
             .map_err(|_| SourceError::BadIndex(s.into()))?;

@@ -32,7 +32,10 @@ impl Diagnostic {
             Severity::Warning => "warning",
             Severity::Note => "note",
         };
-        let mut out = format!("{path}:{}:{}: {sev}: {}\n", self.line, self.col, self.message);
+        let mut out = format!(
+            "{path}:{}:{}: {sev}: {}\n",
+            self.line, self.col, self.message
+        );
         if !self.source_line.is_empty() || self.col > 1 {
             out.push_str(&format!("{}\n", self.source_line));
             let pad: String = self

@@ -6,6 +6,7 @@ still checked. Where Tasmota silently ignores or mangles something, sml does wha
 says so with a warning.
 */
 
+use crate::script::model::MeterIndex;
 use std::collections::BTreeMap;
 
 use super::ast::*;
@@ -368,9 +369,9 @@ struct MeterBuilder {
 struct MeterLowering<'s, 'a> {
     vars: &'s Variables,
     sink: &'s mut Sink<'a>,
-    meters: BTreeMap<u8, MeterBuilder>,
+    meters: BTreeMap<MeterIndex, MeterBuilder>,
     /// Meters whose definition failed: their lines are skipped without more errors.
-    broken: Vec<u8>,
+    broken: Vec<MeterIndex>,
     entries: EntryNo,
 }
 
@@ -467,8 +468,8 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         if let Some(n) = declared {
             for i in 1..=n {
                 if i <= u8::MAX as usize
-                    && !self.meters.contains_key(&(i as u8))
-                    && !self.broken.contains(&(i as u8))
+                    && !self.meters.contains_key(&(i as MeterIndex))
+                    && !self.broken.contains(&(i as MeterIndex))
                 {
                     self.sink.error(
                         section.head.line,
@@ -503,7 +504,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                 return;
             }
         };
-        let index = match def.index.v.parse::<u8>() {
+        let index = match def.index.v.parse::<MeterIndex>() {
             Ok(i) if i >= 1 => i,
             _ => {
                 self.err(
@@ -770,7 +771,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
             self.entries = self.entries.saturating_add(1);
         }
         let entry = self.entries;
-        let index = line.meter.v.parse::<u8>().ok();
+        let index = line.meter.v.parse::<MeterIndex>().ok();
         let Some(index) = index.filter(|i| self.meters.contains_key(i)) else {
             if !index.is_some_and(|i| self.broken.contains(&i)) {
                 self.err(
@@ -889,7 +890,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         }
     }
 
-    fn builder(&mut self, index: u8) -> &mut MeterBuilder {
+    fn builder(&mut self, index: MeterIndex) -> &mut MeterBuilder {
         self.meters
             .get_mut(&index)
             .expect("meter checked by the caller")
@@ -1017,7 +1018,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
     fn metric(
         &mut self,
         t: &MappedText,
-        index: u8,
+        index: MeterIndex,
         entry: EntryNo,
         line: LineNo,
         decoder: Sp<&str>,
@@ -1214,7 +1215,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         }
     }
 
-    fn option(&mut self, t: &MappedText, index: u8, name: Sp<&str>, args: &[Sp<&str>]) {
+    fn option(&mut self, t: &MappedText, index: MeterIndex, name: Sp<&str>, args: &[Sp<&str>]) {
         let (line, _) = t.origin(name.at);
         let raw_text = t.text[name.at..].to_string();
         self.builder(index).meter.options.raw.push((line, raw_text));
@@ -1341,7 +1342,7 @@ fn continues(text: &str) -> bool {
     t.trim_start().starts_with('+') && t.ends_with(',') && t.matches(',').count() >= 8
 }
 
-fn leading_index(text: &str) -> Option<u8> {
+fn leading_index(text: &str) -> Option<MeterIndex> {
     let t = text.trim_start().strip_prefix('+')?;
     t.split(',').next()?.parse().ok()
 }

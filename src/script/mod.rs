@@ -286,7 +286,7 @@ mod tests {
         let text = ">D\n>M 2\n+1,3,s,0,9600,A\n+2,4,o,0,9600,B\n1,77070100010800ff@1,a,,a,0\n1,=h<hr/>\n2,1.8.0(@1,b,,b,0\n1,=m 1+2 @1,s,,s,0\n1,=so3,100\n2,=d 2 10 @1,d,,d,0\n#\n";
         let c = compile(text.as_bytes());
         let script = c.script.unwrap();
-        let entries: Vec<(u8, EntryNo, &str)> = script
+        let entries: Vec<(u16, EntryNo, &str)> = script
             .outputs()
             .iter()
             .map(|(m, o)| (m.index, o.entry, o.name.as_str()))

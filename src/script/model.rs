@@ -22,6 +22,9 @@ pub struct Script {
     pub meters: Vec<Meter>,
 }
 
+/// A meter number (`+1`), 1-based. Tasmota allows 5; sml carries thousands in one script.
+pub type MeterIndex = u16;
+
 /// A 1-based source line number.
 pub type LineNo = u32;
 
@@ -104,7 +107,7 @@ pub enum Literal {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Meter {
     /// 1-based meter index (`+1`).
-    pub index: u8,
+    pub index: MeterIndex,
     /// Line of the `+` definition.
     pub line: LineNo,
     /// The rx field: a GPIO pin (meaningless off the ESP) or a Modbus TCP address.
@@ -236,7 +239,10 @@ pub enum Decoding {
     /// `k`: Kamstrup.
     Kamstrup(Vec<Metric<BytePattern>>),
     /// `r` (sliding window) / `R` (frame ends after a silence).
-    Raw { shift: bool, metrics: Vec<Metric<BytePattern>> },
+    Raw {
+        shift: bool,
+        metrics: Vec<Metric<BytePattern>>,
+    },
     /// `v`: VBus.
     Vbus(Vec<Metric<VbusPattern>>),
     /// `C`: CAN bus.
@@ -328,7 +334,10 @@ pub struct Precision {
 
 impl Precision {
     pub fn from_field(v: u32) -> Precision {
-        Precision { decimals: (v & 0x0f) as u8, publish_each: v & 16 != 0 }
+        Precision {
+            decimals: (v & 0x0f) as u8,
+            publish_each: v & 16 != 0,
+        }
     }
 }
 
@@ -381,16 +390,34 @@ pub enum Extract {
     U8,
     I8,
     /// `UUuu` big endian, `uuUU` little endian; `SSss` / `ssSS` signed.
-    U16 { big_endian: bool },
-    I16 { big_endian: bool },
+    U16 {
+        big_endian: bool,
+    },
+    I16 {
+        big_endian: bool,
+    },
     /// `UUuuUUuu`/`U32` big, `uuUUuuUU`/`u32` little; `word_swap` for the trailing `s`.
-    U32 { big_endian: bool, word_swap: bool },
-    I32 { big_endian: bool, word_swap: bool },
-    U64 { big_endian: bool },
-    I64 { big_endian: bool },
+    U32 {
+        big_endian: bool,
+        word_swap: bool,
+    },
+    I32 {
+        big_endian: bool,
+        word_swap: bool,
+    },
+    U64 {
+        big_endian: bool,
+    },
+    I64 {
+        big_endian: bool,
+    },
     /// `ffffffff` big endian IEEE754, `FFffFFff` reversed.
-    F32 { big_endian: bool },
-    F64 { big_endian: bool },
+    F32 {
+        big_endian: bool,
+    },
+    F64 {
+        big_endian: bool,
+    },
     /// `bcdN`: N BCD digits.
     Bcd(u8),
     /// `kstr`: Kamstrup value (mantissa, exponent).
@@ -428,7 +455,10 @@ pub struct Derived {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum DerivedKind {
     /// `=m 3+4+5/#3`: strictly left to right.
-    Math { first: Operand, ops: Vec<(MathOp, Operand)> },
+    Math {
+        first: Operand,
+        ops: Vec<(MathOp, Operand)>,
+    },
     /// `=d 3 10`: change of entry 3 over 10 s as hourly rate x 1000.
     Difference { entry: EntryNo, interval_s: u32 },
 }
@@ -456,7 +486,7 @@ pub struct HtmlLine {
 
 impl Script {
     /// The meter with this 1-based index.
-    pub fn meter(&self, index: u8) -> Option<&Meter> {
+    pub fn meter(&self, index: MeterIndex) -> Option<&Meter> {
         self.meters.iter().find(|m| m.index == index)
     }
 

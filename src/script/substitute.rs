@@ -32,7 +32,7 @@ impl MappedText {
 
     fn push(&mut self, s: &str, from: (LineNo, u32)) {
         self.text.push_str(s);
-        self.origin.extend(std::iter::repeat(from).take(s.len()));
+        self.origin.extend(std::iter::repeat_n(from, s.len()));
     }
 }
 
