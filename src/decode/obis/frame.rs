@@ -70,6 +70,22 @@ enum State {
     AwaitBcc,
 }
 
+/// The first line of `rest` in one pass (the hot loop of the decoder): its length through its `\n`
+/// (or all of `rest`), whether a byte had bit 7 set, and whether it holds a `/` (bit 7 cleared).
+fn scan_line(rest: &[u8]) -> (usize, bool, bool) {
+    let mut bits = 0u8;
+    let mut slash = false;
+    for (j, &c) in rest.iter().enumerate() {
+        bits |= c;
+        match c & 0x7f {
+            b'\n' => return (j + 1, bits & 0x80 != 0, slash),
+            b'/' => slash = true,
+            _ => {}
+        }
+    }
+    (rest.len(), bits & 0x80 != 0, slash)
+}
+
 /// The streaming telegram finder of one meter.
 #[derive(Debug)]
 pub struct Framer {
@@ -305,14 +321,10 @@ impl Framer {
                     _ => {}
                 }
             }
-            let rest = &input[i..];
-            let n = rest
-                .iter()
-                .position(|&c| c & 0x7f == b'\n')
-                .map_or(rest.len(), |p| p + 1);
-            let line = &rest[..n];
+            let (n, high_bits, has_slash) = scan_line(&input[i..]);
+            let line = &input[i..i + n];
             if !self.in_header {
-                if let Some(k) = self.restart_at(line) {
+                if let Some(k) = self.restart_at(line, has_slash) {
                     // A new telegram starts before this one ended (bytes were lost).
                     if self.buf.len() + k > self.limit {
                         let take = self.limit - self.buf.len();
@@ -334,7 +346,7 @@ impl Framer {
                 self.buf.extend_from_slice(&line[..take]);
                 return i + take + self.too_long(out);
             }
-            self.high_bits |= line.iter().fold(0u8, |acc, &c| acc | c) & 0x80 != 0;
+            self.high_bits |= high_bits;
             self.buf.extend_from_slice(line);
             i += n;
             if line.last().map(|c| c & 0x7f) == Some(b'\n') {
@@ -358,8 +370,8 @@ impl Framer {
 
     /// Where a `/` outside brackets (a telegram start: OBIS codes never hold one, values may) sits in
     /// this piece of a line, if any; keeps track of whether the line is inside a bracket.
-    fn restart_at(&mut self, line: &[u8]) -> Option<usize> {
-        if line.iter().any(|&c| c & 0x7f == b'/') {
+    fn restart_at(&mut self, line: &[u8], has_slash: bool) -> Option<usize> {
+        if has_slash {
             for (k, &c) in line.iter().enumerate() {
                 match c & 0x7f {
                     b'(' => self.in_bracket = true,
