@@ -11,69 +11,21 @@ pub fn telegram() -> Vec<u8> {
         .unwrap_or_else(|e| panic!("{TELEGRAM}: {e} (the shared bench inputs are needed)"))
 }
 
-fn obis(hex: &str) -> SmlPattern {
-    let bytes = (0..hex.len())
-        .step_by(2)
-        .map(|i| Some(u8::from_str_radix(&hex[i..i + 2], 16).unwrap()))
-        .collect();
-    SmlPattern { bytes, bit: None }
-}
-
 /// A script with `n` SML meters (indexes 1..=n), each with two lines, prefix `M<i>`.
 pub fn sml_script(n: u16) -> Script {
-    let mut entry = 0u16;
-    let meters = (1..=n)
-        .map(|index| {
-            let mut metric = |hex: &str, divisor: f64, name: &str, decimals: u32| {
-                entry += 1;
-                Metric {
-                    pattern: obis(hex),
-                    value: ValueSpec::Number {
-                        divisor,
-                        offset: 0.0,
-                    },
-                    output: Output {
-                        entry,
-                        line: u32::from(entry),
-                        label: name.into(),
-                        unit: String::new(),
-                        name: name.into(),
-                        precision: Precision::from_field(decimals),
-                    },
-                }
-            };
-            let metrics = vec![
-                metric("77070100010800ff", 1000.0, "import", 4),
-                metric("77070100100700ff", 1.0, "power", 1),
-            ];
-            Meter {
-                index,
-                line: u32::from(index),
-                source: MeterSource::Pin(3),
-                serial: SerialSettings {
-                    baud: 9600,
-                    data_bits: 8,
-                    parity: Parity::None,
-                    stop_bits: 1,
-                },
-                flags: 0,
-                param: 9600,
-                prefix: Some(format!("M{index}")),
-                tx: None,
-                requests: Requests::default(),
-                options: MeterOptions::default(),
-                decoding: Decoding::Sml(metrics),
-                derived: vec![],
-                html: vec![],
-            }
-        })
-        .collect();
-    Script {
-        string_capacity: 19,
-        declarations: vec![],
-        sections: vec![],
-        meters,
+    let mut text = format!(">D\n>M {n}\n");
+    for i in 1..=n {
+        text.push_str(&format!("+{i},3,s,0,9600,M{i}\n"));
     }
+    for i in 1..=n {
+        text.push_str(&format!(
+            "{i},77070100010800ff@1000,Import,kWh,import,4\n{i},77070100100700ff@1,Power,W,power,1\n"
+        ));
+    }
+    text.push_str("#\n");
+    sml::script::compile(text.as_bytes())
+        .script
+        .expect("load script compiles")
 }
 
 pub fn mqtt(port: u16, topic: &str) -> sml::publish::mqtt::MqttConfig {

@@ -186,61 +186,17 @@ fn advance(due: Instant, period: Duration, now: Instant) -> Instant {
 mod tests {
     use super::*;
     use crate::decode::{Reading, Value};
-    use crate::script::model::*;
 
     fn wall() -> chrono::NaiveDateTime {
         chrono::NaiveDateTime::parse_from_str("2024-03-04T11:25:20", "%Y-%m-%dT%H:%M:%S").unwrap()
     }
 
-    fn metric(entry: EntryNo, name: &str, precision: u32) -> Metric<ObisPattern> {
-        Metric {
-            pattern: ObisPattern {
-                code: format!("1-0:{entry}.8.0("),
-                bracket: 0,
-                text_terminator: None,
-                split: None,
-            },
-            value: ValueSpec::Number {
-                divisor: 1.0,
-                offset: 0.0,
-            },
-            output: Output {
-                entry,
-                line: 0,
-                label: name.into(),
-                unit: String::new(),
-                name: name.into(),
-                precision: Precision::from_field(precision),
-            },
-        }
-    }
-
+    /// Entry 1 `enrg` (3 decimals), entry 2 `pwr` (1 decimal, +16: published on every decode).
     fn script() -> Script {
-        Script {
-            string_capacity: 19,
-            declarations: vec![],
-            sections: vec![],
-            meters: vec![Meter {
-                index: 1,
-                line: 1,
-                source: MeterSource::Pin(3),
-                serial: SerialSettings {
-                    baud: 9600,
-                    data_bits: 8,
-                    parity: Parity::None,
-                    stop_bits: 1,
-                },
-                flags: 0,
-                param: 9600,
-                prefix: Some("EON".into()),
-                tx: None,
-                requests: Requests::default(),
-                options: MeterOptions::default(),
-                decoding: Decoding::Obis(vec![metric(1, "enrg", 3), metric(2, "pwr", 16 + 1)]),
-                derived: vec![],
-                html: vec![],
-            }],
-        }
+        let text = ">D\n>M 1\n+1,3,o,0,9600,EON\n1,1-0:1.8.0(@1,Energy,kWh,enrg,3\n1,1-0:2.8.0(@1,Power,kW,pwr,17\n#\n";
+        crate::script::compile(text.as_bytes())
+            .script
+            .expect("test script compiles")
     }
 
     fn telegram(enrg: f64, pwr: f64) -> Telegram {

@@ -143,61 +143,16 @@ pub fn next_on(rx: &std::sync::mpsc::Receiver<Seen>, topic: &str, limit: Duratio
 
 // ---- a meter -------------------------------------------------------------------------------
 
-fn output(entry: EntryNo, name: &str, precision: u32) -> Output {
-    Output {
-        entry,
-        line: entry.into(),
-        label: name.into(),
-        unit: String::new(),
-        name: name.into(),
-        precision: Precision::from_field(precision),
-    }
-}
-
 /// A one-meter script with `names.len()` number lines (2 decimals) under prefix `EON`, at 9600 8N1.
 pub fn script(names: &[&str]) -> Script {
-    let metrics = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| Metric {
-            pattern: ObisPattern {
-                code: format!("{}(", i + 1),
-                bracket: 0,
-                text_terminator: None,
-                split: None,
-            },
-            value: ValueSpec::Number {
-                divisor: 1.0,
-                offset: 0.0,
-            },
-            output: output(i as EntryNo + 1, n, 2),
-        })
-        .collect();
-    Script {
-        string_capacity: 19,
-        declarations: vec![],
-        sections: vec![],
-        meters: vec![Meter {
-            index: 1,
-            line: 1,
-            source: MeterSource::Pin(3),
-            serial: SerialSettings {
-                baud: 9600,
-                data_bits: 8,
-                parity: Parity::None,
-                stop_bits: 1,
-            },
-            flags: 0,
-            param: 9600,
-            prefix: Some("EON".into()),
-            tx: None,
-            requests: Requests::default(),
-            options: MeterOptions::default(),
-            decoding: Decoding::Obis(metrics),
-            derived: vec![],
-            html: vec![],
-        }],
+    let mut text = String::from(">D\n>M 1\n+1,3,o,0,9600,EON\n");
+    for (i, n) in names.iter().enumerate() {
+        text.push_str(&format!("1,1-0:{}.8.0(@1,{n},,{n},2\n", i + 1));
     }
+    text.push_str("#\n");
+    sml::script::compile(text.as_bytes())
+        .script
+        .expect("test script compiles")
 }
 
 /// Plain-text telegrams: one line of blank-separated numbers, the n-th for entry n.
