@@ -24,6 +24,7 @@ use sml::decode::obis::ObisDecoder;
 use sml::decode::{DecodeEvent, Decoder, Value};
 
 mod support {
+    use sml::script::compile;
     use sml::script::model::*;
     include!("support/obis_meter.rs");
 }

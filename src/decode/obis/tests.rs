@@ -11,6 +11,7 @@ use super::*;
 use crate::decode::{Reading, Value};
 
 mod support {
+    use crate::script::compile;
     use crate::script::model::*;
     include!("../../../tests/support/obis_meter.rs");
 }
