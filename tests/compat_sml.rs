@@ -22,7 +22,8 @@ use serde_json::Value as Json;
 use sml::decode::sml::frame::{CrcPolicy, FrameDecoder, FrameEvent};
 use sml::decode::sml::message;
 use sml::decode::{decoder_for, DecodeEvent, Telegram, Value};
-use sml::script::model::*;
+use sml::script::compile;
+use sml::script::model::{Meter, ValueSpec};
 
 fn captures() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures/sml");
@@ -59,48 +60,41 @@ struct Line {
     spec: ValueSpec,
 }
 
-/// The meter a script with these lines compiles to (one `s` meter, entries 1..n).
-fn meter(lines: &[Line]) -> Meter {
-    let metrics = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let mut bytes = vec![Some(0x77), Some(0x07)];
-            bytes.extend(l.obis.iter().map(|b| Some(*b)));
-            Metric {
-                pattern: SmlPattern { bytes, bit: None },
-                value: l.spec.clone(),
-                output: Output {
-                    entry: i as EntryNo + 1,
-                    line: i as u32 + 6,
-                    label: l.key.clone(),
-                    unit: String::new(),
-                    name: format!("e{}", i + 1),
-                    precision: Precision::from_field(4),
-                },
-            }
-        })
-        .collect();
-    Meter {
-        index: 1,
-        line: 5,
-        source: MeterSource::Pin(3),
-        serial: SerialSettings {
-            baud: 9600,
-            data_bits: 8,
-            parity: Parity::None,
-            stop_bits: 1,
-        },
-        flags: 0,
-        param: 9600,
-        prefix: Some("SML".into()),
-        tx: None,
-        requests: Requests::default(),
-        options: MeterOptions::default(),
-        decoding: Decoding::Sml(metrics),
-        derived: Vec::new(),
-        html: Vec::new(),
+/// The script a user would write for these lines: one `s` meter, one metric line per asserted entry
+/// (`1,77070100010800ff@1000,1-0:1.8.0*255,,e1,4`), entries 1..n.
+fn script(lines: &[Line]) -> String {
+    let mut text = String::from(">D\n>B\n->sensor53 r\n>M 1\n+1,3,s,0,9600,SML\n");
+    for (i, l) in lines.iter().enumerate() {
+        let hex: String = l.obis.iter().map(|b| format!("{b:02x}")).collect();
+        let value = match &l.spec {
+            ValueSpec::Number { divisor, offset } if *offset == 0.0 => format!("{divisor}"),
+            ValueSpec::Number { divisor, offset } => format!("{divisor}{offset:+}"),
+            ValueSpec::Text {
+                hex_as_ascii: false,
+            } => "#".to_string(),
+            ValueSpec::Text { hex_as_ascii: true } => "#x".to_string(),
+        };
+        text.push_str(&format!(
+            "1,7707{hex}@{value},{},,e{},4\n",
+            l.key.replace(',', ";"),
+            i + 1
+        ));
     }
+    text.push_str("#\n");
+    text
+}
+
+/// Meter 1 of [`script`], compiled by the real front end.
+fn meter(lines: &[Line]) -> Meter {
+    let text = script(lines);
+    let compiled = compile(text.as_bytes());
+    let Some(mut script) = compiled.script else {
+        panic!(
+            "generated script does not compile: {:?}\n{text}",
+            compiled.diagnostics
+        );
+    };
+    script.meters.remove(0)
 }
 
 fn decode(meter: &Meter, bytes: &[u8]) -> Vec<Telegram> {

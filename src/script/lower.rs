@@ -1001,7 +1001,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         }
     }
 
-    fn value_spec(&mut self, t: &MappedText, v: &ValueSpecAst<'_>, binary: bool) -> ValueSpec {
+    fn value_spec(&mut self, t: &MappedText, v: &ValueSpecAst<'_>, hex_ids: bool) -> ValueSpec {
         self.ignored(t, v);
         match &v.kind {
             ValueKindAst::Number { scale, offset } => ValueSpec::Number {
@@ -1009,7 +1009,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                 offset: offset.map(|o| o.v.parse().unwrap_or(0.0)).unwrap_or(0.0),
             },
             ValueKindAst::Text(flag) => ValueSpec::Text {
-                hex_as_ascii: binary && *flag == Some('x'),
+                hex_as_ascii: hex_ids && *flag == Some('x'),
             },
         }
     }
@@ -1030,8 +1030,9 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         };
         let letter = self.builder(index).meter.decoding.type_letter();
         let is_obis = matches!(letter, 'o' | 'c');
-        let binary = !matches!(letter, 'o' | 's' | 'c');
-        let value = self.value_spec(t, &v, binary);
+        // `@#x` shows a hex id as ASCII on every binary type, SML included; on OBIS text `x` is
+        // just the capture's terminator.
+        let value = self.value_spec(t, &v, !is_obis);
         let bit = match v.bit {
             Some(b) => match b.v.parse::<u8>() {
                 Ok(n) if n < 64 => Some(n),

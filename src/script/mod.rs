@@ -156,6 +156,27 @@ mod tests {
     }
 
     #[test]
+    fn hash_x_shows_an_sml_hex_id_as_text_but_is_a_terminator_on_obis() {
+        use model::{Decoding, ValueSpec};
+        let text = ">D\n>M 2\n+1,3,s,0,9600,A\n+2,4,o,0,9600,B\n1,77078181c78203ff@#x,m,,m,0\n2,0.2.0(@#x,v,,v,0\n#\n";
+        let script = compile(text.as_bytes()).script.unwrap();
+        let Decoding::Sml(sml) = &script.meters[0].decoding else {
+            panic!("meter 1 is SML")
+        };
+        assert_eq!(sml[0].value, ValueSpec::Text { hex_as_ascii: true });
+        let Decoding::Obis(obis) = &script.meters[1].decoding else {
+            panic!("meter 2 is OBIS")
+        };
+        assert_eq!(
+            obis[0].value,
+            ValueSpec::Text {
+                hex_as_ascii: false
+            }
+        );
+        assert_eq!(obis[0].pattern.text_terminator, Some('x'));
+    }
+
+    #[test]
     fn obis_meter_with_substituted_billing_line() {
         let m = meter("+1,3,o,16,115200,EON,1\n%r%14:1,Peak,kW,pk,3\n1,0.2.0(@#),ver,,ver,0\n1,1.8.0(@1),x,,x,20");
         let Decoding::Obis(metrics) = &m.decoding else {
