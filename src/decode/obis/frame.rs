@@ -321,6 +321,12 @@ impl Framer {
                     _ => {}
                 }
             }
+            if self.line_start == self.buf.len() && !self.in_header {
+                if let Some(n) = self.bulk_lines(&input[i..]) {
+                    i += n;
+                    continue;
+                }
+            }
             let (n, high_bits, has_slash) = scan_line(&input[i..]);
             let line = &input[i..i + n];
             if !self.in_header {
@@ -366,6 +372,31 @@ impl Framer {
             }
         }
         i
+    }
+
+    /// The fast path for what most meters send (8N1, no `/` and no STX in the body): the whole lines
+    /// up to the `!` line, or up to the last complete line of this chunk, appended at once. `None`
+    /// when a line needs the line-by-line path (bit 7 set, a `/`, STX, over the size limit). Both
+    /// paths leave the framer in the same state, so chunking never changes the result.
+    fn bulk_lines(&mut self, rest: &[u8]) -> Option<usize> {
+        let mut end = None;
+        for p in memchr::memchr_iter(b'\n', rest) {
+            end = Some(p + 1);
+            if rest.get(p + 1) == Some(&b'!') {
+                break;
+            }
+        }
+        let lines = &rest[..end?];
+        if self.buf.len() + lines.len() > self.limit
+            || !lines.is_ascii()
+            || memchr::memchr2(b'/', STX, lines).is_some()
+        {
+            return None;
+        }
+        self.buf.extend_from_slice(lines);
+        self.line_start = self.buf.len();
+        self.in_bracket = false;
+        Some(lines.len())
     }
 
     /// Where a `/` outside brackets (a telegram start: OBIS codes never hold one, values may) sits in

@@ -103,7 +103,11 @@ impl Matcher {
     /// Returns the number of matched lines whose value did not parse.
     pub fn match_text(&self, text: &[u8], readings: &mut Vec<Reading>) -> u64 {
         let mut unparsed = 0;
-        for line in text.split(|&b| b == b'\n') {
+        let mut start = 0;
+        let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+        for end in ends {
+            let line = &text[start..end];
+            start = end + 1;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let line = line.strip_prefix(&[0x02]).unwrap_or(line);
             if line.is_empty() {
@@ -117,10 +121,26 @@ impl Matcher {
     fn match_line(&self, line: &[u8], readings: &mut Vec<Reading>) -> u64 {
         let mut unparsed = 0;
         if !self.by_code.is_empty() {
-            if let Some(p) = line.iter().position(|&b| b == b'(') {
+            if let Some(p) = memchr::memchr(b'(', line) {
                 if let Some(list) = self.by_code.get(&line[..=p]) {
+                    // Many lines on one code (the 19 monthly values of `0-0:98.1.0`): find the
+                    // brackets once, not once per line.
+                    let mut opens = [0usize; MAX_BRACKETS];
+                    let mut n = 0;
+                    if list.len() > 1 {
+                        for at in memchr::memchr_iter(b'(', &line[p + 1..]).take(MAX_BRACKETS) {
+                            opens[n] = p + 1 + at + 1;
+                            n += 1;
+                        }
+                    }
                     for &i in list {
-                        unparsed += self.read(i, line, p + 1, readings);
+                        let m = &self.metrics[i];
+                        let cached = usize::from(m.bracket);
+                        if list.len() > 1 && m.split.is_none() && cached >= 1 && cached <= n {
+                            unparsed += self.read_from(i, line, opens[cached - 1], readings);
+                        } else {
+                            unparsed += self.read(i, line, p + 1, readings);
+                        }
                     }
                 }
             }
@@ -141,10 +161,15 @@ impl Matcher {
 
     /// Read metric `i`'s value from `line`, its code ending at `pos`. Returns 1 when it did not parse.
     fn read(&self, i: usize, line: &[u8], pos: usize, readings: &mut Vec<Reading>) -> u64 {
+        match value_start(line, pos, &self.metrics[i]) {
+            Some(start) => self.read_from(i, line, start, readings),
+            None => 1,
+        }
+    }
+
+    /// Read metric `i`'s value starting at `start`.
+    fn read_from(&self, i: usize, line: &[u8], start: usize, readings: &mut Vec<Reading>) -> u64 {
         let m = &self.metrics[i];
-        let Some(start) = value_start(line, pos, m) else {
-            return 1;
-        };
         let field = &line[start..];
         let value = match &m.kind {
             Kind::Number { spec } => match parse_number(field) {
@@ -175,6 +200,10 @@ impl Matcher {
         0
     }
 }
+
+/// Brackets remembered per line for codes with several metric lines (a `(@(N:` beyond this is found
+/// by scanning).
+const MAX_BRACKETS: usize = 64;
 
 /// Where metric `m`'s value starts, its code ending at `pos`: after `N` more `(` for `(@(N:`, after
 /// `N` delimiters for `s<delim> N:`.
