@@ -138,6 +138,13 @@ impl Matcher {
                         let cached = usize::from(m.bracket);
                         if list.len() > 1 && m.split.is_none() && cached >= 1 && cached <= n {
                             unparsed += self.read_from(i, line, opens[cached - 1], readings);
+                        } else if list.len() > 1
+                            && m.split.is_none()
+                            && n < MAX_BRACKETS
+                            && cached > n
+                        {
+                            // The line has fewer brackets than this metric asks for.
+                            unparsed += 1;
                         } else {
                             unparsed += self.read(i, line, p + 1, readings);
                         }
@@ -203,7 +210,7 @@ impl Matcher {
 
 /// Brackets remembered per line for codes with several metric lines (a `(@(N:` beyond this is found
 /// by scanning).
-const MAX_BRACKETS: usize = 64;
+const MAX_BRACKETS: usize = 32;
 
 /// Where metric `m`'s value starts, its code ending at `pos`: after `N` more `(` for `(@(N:`, after
 /// `N` delimiters for `s<delim> N:`.
