@@ -46,22 +46,6 @@ fn decode_once(d: &mut dyn Decoder, bytes: &[u8]) -> usize {
     values
 }
 
-/// CRC-16/ARC as DSMR uses it.
-fn crc16_arc(data: &[u8]) -> u16 {
-    let mut crc = 0u16;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
 /// The telegram without its `0-0:98.1.0` line, with the CRC recomputed.
 fn without_monthly_line(telegram: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(telegram).expect("ASCII telegram");
@@ -70,7 +54,7 @@ fn without_monthly_line(telegram: &[u8]) -> Vec<u8> {
         .split_inclusive('\n')
         .filter(|l| !l.starts_with("0-0:98.1.0"))
         .collect();
-    let crc = crc16_arc(body.as_bytes());
+    let crc = sml::decode::obis::check::crc16_arc(body.as_bytes());
     format!("{body}{crc:04X}\r\n").into_bytes()
 }
 

@@ -179,50 +179,30 @@ fn fixture_path() -> std::path::PathBuf {
 
 // ---- the meter ----
 
-/// `(pattern, spec)` lines as a script would give them (`1,77070100010800ff@1000,...`).
+/// Meter 1 of the script these `(pattern, spec)` lines make (`1,77070100010800ff@1000,,,v1,3`),
+/// compiled by the real front end; entries numbered from 1.
 fn meter(lines: &[(&str, ValueSpec)]) -> Meter {
-    let metrics = lines
-        .iter()
-        .enumerate()
-        .map(|(i, (hex, spec))| Metric {
-            pattern: SmlPattern {
-                bytes: (0..hex.len())
-                    .step_by(2)
-                    .map(|j| u8::from_str_radix(&hex[j..j + 2], 16).ok())
-                    .collect(),
-                bit: None,
-            },
-            value: spec.clone(),
-            output: Output {
-                entry: i as EntryNo + 1,
-                line: i as u32 + 6,
-                label: String::new(),
-                unit: String::new(),
-                name: format!("v{}", i + 1),
-                precision: Precision::from_field(3),
-            },
-        })
-        .collect();
-    Meter {
-        index: 1,
-        line: 5,
-        source: MeterSource::Pin(3),
-        serial: SerialSettings {
-            baud: 9600,
-            data_bits: 8,
-            parity: Parity::None,
-            stop_bits: 1,
-        },
-        flags: 0,
-        param: 9600,
-        prefix: Some("SML".into()),
-        tx: None,
-        requests: Requests::default(),
-        options: MeterOptions::default(),
-        decoding: Decoding::Sml(metrics),
-        derived: Vec::new(),
-        html: Vec::new(),
+    let mut text = String::from(">D\n>M 1\n+1,3,s,0,9600,SML\n");
+    for (i, (hex, spec)) in lines.iter().enumerate() {
+        let value = match spec {
+            ValueSpec::Number { divisor, offset } if *offset == 0.0 => format!("{divisor}"),
+            ValueSpec::Number { divisor, offset } => format!("{divisor}{offset:+}"),
+            ValueSpec::Text {
+                hex_as_ascii: false,
+            } => "#".to_string(),
+            ValueSpec::Text { hex_as_ascii: true } => "#x".to_string(),
+        };
+        text.push_str(&format!("1,{hex}@{value},,,v{},3\n", i + 1));
     }
+    text.push_str("#\n");
+    let compiled = sml::script::compile(text.as_bytes());
+    let Some(mut script) = compiled.script else {
+        panic!(
+            "generated script does not compile: {:?}\n{text}",
+            compiled.diagnostics
+        );
+    };
+    script.meters.remove(0)
 }
 
 fn n(divisor: f64) -> ValueSpec {
