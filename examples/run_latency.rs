@@ -11,7 +11,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use sml::runtime::{RunConfig, SinkConfig};
+use sml::runner::{RunConfig, SinkConfig};
 
 fn main() {
     let port: u16 = std::env::args()
@@ -55,7 +55,7 @@ fn main() {
         .expect("subscribed");
 
     // sml.
-    let engine = sml::engine::runtime::EngineConfig {
+    let engine = sml::engine::scheduler::EngineConfig {
         every_telegram: true,
         teleperiod: Duration::from_secs(3600),
     };
@@ -66,14 +66,14 @@ fn main() {
         replay_speed: sml::link::ReplaySpeed::RealTime,
         link_backoff: Default::default(),
         sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "latency"))),
-        decoders: sml::runtime::default_decoders(),
+        decoders: sml::runner::default_decoders(),
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(sml::runtime::run(config, std::future::pending()))
+        rt.block_on(sml::runner::run(config, std::future::pending()))
             .unwrap();
     });
     // Past the first teleperiod (5 s after connecting), whose payload is not a telegram's.

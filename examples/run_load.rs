@@ -15,7 +15,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use sml::runtime::{RunConfig, SinkConfig};
+use sml::runner::{RunConfig, SinkConfig};
 
 fn cpu_secs(path: &str) -> f64 {
     // The first field of schedstat: nanoseconds this thread ran on a CPU.
@@ -62,14 +62,14 @@ fn main() {
             .enumerate()
             .map(|(i, p)| format!("{}={p}", i + 1).parse().unwrap())
             .collect(),
-        engine: sml::engine::runtime::EngineConfig {
+        engine: sml::engine::scheduler::EngineConfig {
             every_telegram: true,
             ..Default::default()
         },
         replay_speed: sml::link::ReplaySpeed::RealTime,
         link_backoff: Default::default(),
         sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "load"))),
-        decoders: sml::runtime::default_decoders(),
+        decoders: sml::runner::default_decoders(),
     };
     let sml_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -77,7 +77,7 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async {
-            sml::runtime::run(config, std::future::pending())
+            sml::runner::run(config, std::future::pending())
                 .await
                 .unwrap();
         });

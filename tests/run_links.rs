@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::*;
 use serialport::{SerialPort, TTYPort};
-use sml::link::driver::{Backoff, LinkDriver, LinkEvent, LinkEventKind};
 use sml::link::{Link, ReplaySpeed, Source};
+use sml::runner::meter_task::{Backoff, LinkDriver, LinkEvent, LinkEventKind};
 use sml::script::model::{Parity, SerialSettings};
 
 const S9600: SerialSettings = SerialSettings {
@@ -202,7 +202,7 @@ fn a_replayed_capture_publishes_every_telegram_then_the_run_ends() {
     let report = start_sml(run_config(
         &["a", "b"],
         Source::Replay(capture),
-        sml::runtime::SinkConfig::Recording(sink),
+        sml::runner::SinkConfig::Recording(sink),
     ))
     .join();
     assert_eq!(report.engine.telegrams, 2);
@@ -211,7 +211,7 @@ fn a_replayed_capture_publishes_every_telegram_then_the_run_ends() {
         .unwrap()
         .iter()
         .map(|p| match p {
-            sml::engine::runtime::Publication::Sensor(s) => without_time(s),
+            sml::engine::scheduler::Publication::Sensor(s) => without_time(s),
             other => panic!("only SENSOR expected, got {other:?}"),
         })
         .collect();
@@ -227,7 +227,7 @@ fn a_replayed_capture_publishes_every_telegram_then_the_run_ends() {
 #[test]
 fn a_meter_without_a_port_says_how_to_give_one() {
     let s = script(&["a"]);
-    let e = sml::runtime::check_bindings(&s, &[], &line_decoders())
+    let e = sml::runner::check_bindings(&s, &[], &line_decoders())
         .unwrap_err()
         .to_string();
     for form in [
@@ -247,7 +247,7 @@ fn a_meter_without_a_port_says_how_to_give_one() {
             source: Source::Serial("/dev/ttyUSB1".into()),
         },
     ];
-    let e = sml::runtime::check_bindings(&s, &two, &line_decoders())
+    let e = sml::runner::check_bindings(&s, &two, &line_decoders())
         .unwrap_err()
         .to_string();
     assert!(e.contains("no meter 2"), "{e}");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serialport::{SerialPort, TTYPort};
 use sml::link::Source;
-use sml::runtime::SinkConfig;
+use sml::runner::SinkConfig;
 
 const SENSOR: &str = "home1/tele/myelectricmeter/SENSOR";
 const STATE: &str = "home1/tele/myelectricmeter/STATE";

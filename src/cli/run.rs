@@ -15,12 +15,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::engine::runtime::{EngineConfig, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN};
-use crate::link::driver::Backoff;
+use crate::engine::scheduler::{EngineConfig, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN};
 use crate::link::{Binding, ReplaySpeed, Source};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
-use crate::runtime::{default_decoders, RunConfig, SinkConfig};
+use crate::runner::meter_task::Backoff;
+use crate::runner::{default_decoders, RunConfig, SinkConfig};
 
 pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
 
@@ -358,7 +358,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
              sml run {shown} --port {m}=file:capture.txt    (recorded capture)"
         );
     }
-    crate::runtime::check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    crate::runner::check_bindings(&config.script, &config.bindings, &config.decoders)?;
     for b in &config.bindings {
         if let Source::Serial(p) = &b.source {
             if !p.exists() {
@@ -375,7 +375,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = rt.block_on(crate::runtime::run(config, shutdown_signal()))?;
+    let report = rt.block_on(crate::runner::run(config, shutdown_signal()))?;
     tracing::info!(
         "{} telegrams, {} teleperiods, {} link drops{}",
         report.engine.telegrams,

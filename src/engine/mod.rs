@@ -4,5 +4,5 @@ publish; it never touches a port or a broker.
 */
 
 pub mod json;
-pub mod runtime;
+pub mod scheduler;
 pub mod values;

@@ -2,13 +2,12 @@
 Links: serial ports, TCP serial bridges and capture replay. They move bytes and know no protocol.
 
 A meter index is bound to a [`Source`] (`--port 1=/dev/ttyUSB0`); [`Link::open`] turns the source into
-a byte pipe opened with the meter's UART framing, and [`driver`] runs one tokio task per meter that
-feeds the bytes to the meter's sans-IO decoder and reconnects when the link drops. Every link is
+a byte pipe opened with the meter's UART framing; [`crate::runner::meter_task`] runs one tokio task per
+meter that feeds the bytes to the meter's sans-IO decoder and reconnects when the link drops. Every link is
 async I/O on the one runtime (serial ports through `AsyncFd`), so a thousand meters cost a thousand
 small tasks, not a thousand threads.
 */
 
-pub mod driver;
 pub mod replay;
 pub mod serial;
 pub mod source;

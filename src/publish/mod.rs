@@ -9,7 +9,7 @@ pub mod outbox;
 pub mod stdout;
 pub mod topics;
 
-use crate::engine::runtime::Publication;
+use crate::engine::scheduler::Publication;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

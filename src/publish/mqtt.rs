@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use super::outbox::Outbox;
 use super::topics::Topics;
 use super::{PublishError, Sink};
-use crate::engine::runtime::Publication;
+use crate::engine::scheduler::Publication;
 
 /// Payloads handed to rumqttc at once (its in-flight window).
 pub const WINDOW: usize = 32;

@@ -6,7 +6,7 @@ piping into `jq`). STATE is left out: it is about the MQTT device, not the meter
 use std::io::Write;
 
 use super::{PublishError, Sink};
-use crate::engine::runtime::Publication;
+use crate::engine::scheduler::Publication;
 
 pub struct StdoutSink<W: Write> {
     out: W,

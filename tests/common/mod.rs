@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sml::decode::{DecodeEvent, DecodeStats, Decoder, Reading, Telegram, Value};
-use sml::link::driver::DecoderFactory;
+use sml::runner::meter_task::DecoderFactory;
 use sml::script::model::*;
 
 pub fn free_port() -> u16 {
@@ -237,10 +237,10 @@ pub fn without_time(payload: &str) -> String {
 pub struct Running {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Option<sml::runtime::RunReport>>>,
+    thread: Option<std::thread::JoinHandle<Option<sml::runner::RunReport>>>,
 }
 
-pub fn start_sml(config: sml::runtime::RunConfig) -> Running {
+pub fn start_sml(config: sml::runner::RunConfig) -> Running {
     // sml's log goes to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -256,7 +256,7 @@ pub fn start_sml(config: sml::runtime::RunConfig) -> Running {
             .enable_all()
             .build()
             .unwrap();
-        let run = rt.spawn(sml::runtime::run(config, async {
+        let run = rt.spawn(sml::runner::run(config, async {
             let _ = shutdown_rx.await;
         }));
         let outcome = rt.block_on(async {
@@ -278,7 +278,7 @@ pub fn start_sml(config: sml::runtime::RunConfig) -> Running {
 
 impl Running {
     /// Stop as Ctrl-C does; the report of the run.
-    pub fn stop(mut self) -> sml::runtime::RunReport {
+    pub fn stop(mut self) -> sml::runner::RunReport {
         let _ = self.shutdown.take().unwrap().send(());
         self.thread
             .take()
@@ -289,7 +289,7 @@ impl Running {
     }
 
     /// Wait for the run to end by itself (all links were replays).
-    pub fn join(mut self) -> sml::runtime::RunReport {
+    pub fn join(mut self) -> sml::runner::RunReport {
         self.thread
             .take()
             .unwrap()
@@ -341,17 +341,17 @@ pub fn mqtt_config(port: u16, topic: &str) -> sml::publish::mqtt::MqttConfig {
 pub fn run_config(
     names: &[&str],
     source: sml::link::Source,
-    sink: sml::runtime::SinkConfig,
-) -> sml::runtime::RunConfig {
-    sml::runtime::RunConfig {
+    sink: sml::runner::SinkConfig,
+) -> sml::runner::RunConfig {
+    sml::runner::RunConfig {
         script: script(names),
         bindings: vec![sml::link::Binding { meter: 1, source }],
-        engine: sml::engine::runtime::EngineConfig {
+        engine: sml::engine::scheduler::EngineConfig {
             teleperiod: Duration::from_secs(300),
             every_telegram: true,
         },
         replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::link::driver::Backoff {
+        link_backoff: sml::runner::meter_task::Backoff {
             first: Duration::from_millis(100),
             cap: Duration::from_secs(1),
         },

@@ -44,7 +44,7 @@ for _ in $(seq 1 100); do influx -port "$influx_port" -execute 'SHOW DATABASES' 
 influx -port "$influx_port" -execute 'CREATE DATABASE iot' || fail "InfluxDB did not start"
 
 sed -e "s/@BROKER_PORT@/$broker_port/" -e "s/@INFLUX_PORT@/$influx_port/" "$root/tests/e2e/mqttwarn.ini" > "$work/mqttwarn.ini"
-(cd "$work" && MQTTWARNINI="$work/mqttwarn.ini" exec mqttwarn > "$work/mqttwarn.log" 2>&1) & pids+=($!)
+(cd "$work" && MQTTWARNINI="$work/mqttwarn.ini" exec "${MQTTWARN:-mqttwarn}" > "$work/mqttwarn.log" 2>&1) & pids+=($!)
 
 python3 "$root/tests/e2e/fake_meter.py" "$capture" "$work/pty" --baud 115200 --period 1 > "$work/meter.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 50); do [ -f "$work/pty" ] && break; sleep 0.1; done

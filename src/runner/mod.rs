@@ -1,12 +1,14 @@
 /*!
 `sml run`'s async glue: one link driver task per meter, one engine loop, one sink. The engine stays
-pure ([`crate::engine::runtime::Engine`]); this module only waits on its inputs (link events, its
+pure ([`crate::engine::scheduler::Engine`]); this module only waits on its inputs (link events, its
 deadline, the broker's connect) and hands its publications to the sink.
 
 Sized for a thousand meters in one process: each meter is one small task on a single-threaded
 tokio runtime, waiting in the reactor; telegrams reach the engine over one bounded channel (a slow
 engine slows the links, it does not grow memory). Nothing polls.
 */
+
+pub mod meter_task;
 
 use crate::script::model::MeterIndex;
 use std::collections::BTreeSet;
@@ -18,9 +20,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
+use self::meter_task::{Backoff, DecoderFactory, LinkDriver, LinkEventKind};
 use crate::decode::{decoder_for, UnsupportedMeter};
-use crate::engine::runtime::{Engine, EngineConfig, EngineStats};
-use crate::link::driver::{Backoff, DecoderFactory, LinkDriver, LinkEventKind};
+use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
 use crate::link::{Binding, ReplaySpeed};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;

@@ -1,5 +1,5 @@
 /*!
-The link driver: one tokio task per meter, the thin I/O adapter around the meter's sans-IO decoder
+The meter task: one tokio task per meter, the thin I/O adapter around the meter's sans-IO decoder
 (as `quinn`'s `ConnectionDriver` is around `quinn-proto`). It waits on the link and on the decoder's
 deadline, feeds bytes with `handle_bytes(now, ..)`, drains `poll_event`, writes what `poll_transmit`
 gives, and sends telegrams to the engine over a channel.
@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
 use tracing::{debug, error, info, warn};
 
-use super::{Link, ReplaySpeed, Source};
 use crate::decode::{DecodeEvent, Decoder, Telegram, UnsupportedMeter};
+use crate::link::{Link, ReplaySpeed, Source};
 use crate::script::model::Meter;
 
 /// Builds the decoder of a meter ([`crate::decode::decoder_for`] outside tests).
