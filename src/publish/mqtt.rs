@@ -23,7 +23,7 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::delivery::{Delivery, DeliveryConfig, Transmit, MAX_REQUESTS};
 use super::outbox::Outbox;
@@ -169,11 +169,28 @@ impl Sink for MqttSink {
 pub fn start(
     config: MqttConfig,
 ) -> Result<(MqttSink, watch::Receiver<bool>, JoinHandle<MqttReport>), PublishError> {
-    let outbox = match &config.spool {
-        Some(dir) => Outbox::with_spool(config.queue_capacity, dir, &config.topics.sensor)?,
-        None => Outbox::new(config.queue_capacity),
+    start_with_outbox(config.clone(), outbox_for(&config)?)
+}
+
+/// The outbox, with its spool when one is given. A spool on a disk that is read-only, full or
+/// failing is one clear error and an in-memory outbox (the meters go on); a spool that is unsafe
+/// or cannot be made (a wrong path, no permission) is a configuration error.
+fn outbox_for(config: &MqttConfig) -> Result<Outbox, PublishError> {
+    let Some(dir) = &config.spool else {
+        return Ok(Outbox::new(config.queue_capacity));
     };
-    start_with_outbox(config, outbox)
+    match Outbox::with_spool(config.queue_capacity, dir, &config.topics.sensor) {
+        Err(PublishError::Spool { path, source })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT | libc::EIO)
+            ) =>
+        {
+            error!("spool {path}: {source}; payloads are kept in memory only");
+            Ok(Outbox::new(config.queue_capacity))
+        }
+        result => result,
+    }
 }
 
 fn start_with_outbox(
@@ -616,6 +633,113 @@ mod tests {
         };
         let e = tls_config(&files).unwrap_err().to_string();
         assert!(e.contains("empty.pem") || e.contains("no system CA"), "{e}");
+    }
+
+    /// A tmpfs of `size` mounted on a new directory, unmounted on drop; None where sml's tests
+    /// cannot mount (not root, or no mount namespace rights).
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(options: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Tmpfs { dir })
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn config_with_spool(spool: std::path::PathBuf) -> MqttConfig {
+        MqttConfig {
+            broker: BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            },
+            tls: TlsFiles::default(),
+            client_id: "sml-t".into(),
+            user: None,
+            password: None,
+            topics: Topics::new("%prefix%/%topic%/", "t").unwrap(),
+            qos: QoS::AtLeastOnce,
+            keep_alive: Duration::from_secs(30),
+            retry_cap: Duration::from_secs(2),
+            queue_capacity: 100,
+            spool: Some(spool),
+        }
+    }
+
+    #[test]
+    fn a_spool_on_a_read_only_disk_leaves_an_in_memory_outbox() {
+        let Some(fs) = Tmpfs::mount("ro,size=64k") else {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        };
+        let mut outbox = outbox_for(&config_with_spool(fs.dir.path().join("spool"))).unwrap();
+        outbox.push("tele/t/SENSOR".into(), "1".into());
+        assert_eq!(outbox.len(), 1);
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_made_is_a_configuration_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = outbox_for(&config_with_spool(file.path().join("spool")))
+            .err()
+            .expect("a spool under a file is refused")
+            .to_string();
+        assert!(e.contains(&file.path().display().to_string()), "{e}");
+    }
+
+    /// The disk fills up under a running spool: the queue goes on in memory, and once there is
+    /// room again the journal is rewritten whole (with what was queued meanwhile).
+    #[test]
+    fn a_full_disk_keeps_the_queue_in_memory_and_the_journal_catches_up() {
+        let Some(fs) = Tmpfs::mount("size=64k") else {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        };
+        let spool = fs.dir.path().join("spool");
+        let journal = spool.join(crate::publish::spool::JOURNAL);
+        let mut outbox = outbox_for(&config_with_spool(spool.clone())).unwrap();
+        outbox.push("tele/t/SENSOR".into(), "before".into());
+        // Fill the disk.
+        let filler = fs.dir.path().join("filler");
+        let mut f = File::create(&filler).unwrap();
+        while f.write_all(&[0; 4096]).is_ok() {}
+        drop(f);
+        // Lines longer than the page the journal already has, so that they need new blocks.
+        let long = "x".repeat(1000);
+        for n in 0..20 {
+            outbox.push("tele/t/SENSOR".into(), format!("full {n} {long}"));
+        }
+        assert_eq!(outbox.len(), 21, "nothing is lost in memory");
+        // The writer failed and emptied the journal (it would have holes otherwise).
+        let emptied = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::metadata(&journal).unwrap().len() == 0
+        });
+        assert!(emptied, "the journal was emptied on the failure");
+        std::fs::remove_file(&filler).unwrap();
+        // The next rewrite is due RESYNC_EVERY after the last try.
+        std::thread::sleep(crate::publish::spool::RESYNC_EVERY + Duration::from_millis(100));
+        outbox.push("tele/t/SENSOR".into(), "after".into());
+        outbox.close_spool();
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(text.lines().count(), 22, "{text}");
+        assert!(text.contains("full 19") && text.contains("after"), "{text}");
     }
 
     // ---- a blocked spool disk, with a real broker ----------------------------------------------
