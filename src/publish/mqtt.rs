@@ -800,7 +800,7 @@ mod tests {
     }
 
     /// Payloads published on `filter`, from a subscriber on its own thread.
-    fn subscribe(port: u16, filter: &str) -> std::sync::mpsc::Receiver<String> {
+    fn subscribe(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Instant)> {
         let (tx, rx) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut o = MqttOptions::new(format!("observer-{port}"), "127.0.0.1", port);
@@ -815,7 +815,8 @@ mod tests {
                         let _ = ready_tx.send(());
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        if tx.send(String::from_utf8_lossy(&p.payload).into()).is_err() {
+                        let payload = String::from_utf8_lossy(&p.payload).into();
+                        if tx.send((payload, Instant::now())).is_err() {
                             return;
                         }
                     }
@@ -925,7 +926,9 @@ mod tests {
                 }
                 worst
             });
+            let mut sent_at = Vec::new();
             for n in 0..PAYLOADS {
+                sent_at.push(Instant::now());
                 sink.publish(Publication::Sensor(format!("{{\"n\":{n}}}")))
                     .unwrap();
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -938,6 +941,17 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let still_stuck = stuck.load(Ordering::SeqCst);
+            // For the record, not asserted (it is the broker's and the machine's speed too).
+            let slowest = got
+                .iter()
+                .zip(&sent_at)
+                .map(|((_, at), sent)| *at - *sent)
+                .max()
+                .unwrap_or_default();
+            eprintln!(
+                "with the spool stuck, the slowest payload reached a subscriber in {slowest:?}"
+            );
+            let got: Vec<String> = got.into_iter().map(|(p, _)| p).collect();
             // The disk comes back (as an error): the spool lets go and the run ends cleanly.
             drop(reader);
             drop(sink);

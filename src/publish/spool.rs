@@ -9,9 +9,10 @@ them and fsyncs. When the channel is full (the disk does not keep up) lines are 
 journal is marked out of sync and rewritten whole from the in-memory queue once there is room.
 
 **What a power cut loses.** Appended lines are fsynced in batches: a line is on disk at most
-[`SYNC_EVERY`] (1 s) after it was queued, while the disk keeps up. A power cut loses at most the
-payloads of the last second (or replays the last second's delivered ones once more); a crash of sml
-alone loses nothing, the lines are in the kernel's page cache.
+[`SYNC_EVERY`] (1 s) after the thread wrote it, and it writes each line as soon as it gets it
+while the disk keeps up. So a power cut loses at most the payloads of the last second (and may
+replay the last second's delivered ones once more). A crash of sml alone loses only the lines
+still in the channel, normally none: what was written is in the kernel's page cache.
 
 **When the disk fails** (full, read-only, I/O error) the thread logs one error, empties the journal
 if it still can (a journal with holes would replay delivered payloads) and writes nothing more until
