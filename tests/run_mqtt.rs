@@ -164,6 +164,48 @@ fn payloads_spooled_while_the_broker_is_away_survive_a_restart_of_sml() {
     assert_eq!(report.mqtt.unwrap().left_queued, 0);
 }
 
+/// A line someone slipped into the spool for another device's command topic is never published
+/// with sml's credentials; sml's own lines still are.
+#[test]
+fn a_spooled_line_for_another_topic_is_not_published() {
+    let port = free_port();
+    start_broker(port);
+    let seen = subscribe(port, "#");
+    let spool = tempfile::tempdir().unwrap();
+    std::fs::write(
+        spool.path().join("outbox.jsonl"),
+        format!(
+            "{{\"seq\":1,\"topic\":\"cmnd/victim/POWER\",\"payload\":\"ON\"}}\n\
+             {{\"seq\":2,\"topic\":\"{SENSOR}\",\"payload\":\"{{\\\"n\\\":1}}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let mut mqtt = mqtt_config(port, "myelectricmeter");
+    mqtt.spool = Some(spool.path().to_path_buf());
+    let empty = spool.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let report = start_sml(run_config(
+        &["n"],
+        Source::Replay(empty),
+        SinkConfig::Mqtt(Box::new(mqtt)),
+    ))
+    .join();
+    let mut topics = Vec::new();
+    while let Ok(s) = seen.recv_timeout(Duration::from_millis(500)) {
+        topics.push((s.topic, s.payload));
+    }
+    assert!(
+        topics.contains(&(SENSOR.to_string(), r#"{"n":1}"#.to_string())),
+        "{topics:?}"
+    );
+    assert!(
+        !topics.iter().any(|(t, _)| t.starts_with("cmnd/")),
+        "{topics:?}"
+    );
+    let mqtt = report.mqtt.unwrap();
+    assert_eq!((mqtt.delivered, mqtt.left_queued), (1, 0), "{mqtt:?}");
+}
+
 // ---- a broker that can be killed and restarted: this test binary again, in a child process ----
 
 const CHILD_ENV: &str = "SML_TEST_BROKER_PORT";
@@ -300,6 +342,120 @@ fn a_broker_down_for_thirty_seconds_loses_and_duplicates_nothing() {
         (2, 36, 0),
         "{mqtt:?}"
     );
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
+
+// ---- a broker that checks passwords ----------------------------------------------------------
+
+/// mosquitto on 127.0.0.1:`port` with one user, or None when it is not installed. (rumqttd 0.19
+/// closes the connection on a bad password without a CONNACK, so only a real refusal from
+/// mosquitto shows what sml does with one.)
+fn start_mosquitto(port: u16, user: &str, password: &str) -> Option<(Child, tempfile::TempDir)> {
+    let find = |name: &str| {
+        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|d| PathBuf::from(d).join(name))
+            .find(|p| p.exists())
+    };
+    let (mosquitto, passwd) = (find("mosquitto")?, find("mosquitto_passwd")?);
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let made = Command::new(passwd)
+        .arg("-b")
+        .arg("-c")
+        .arg(&passwords)
+        .args([user, password])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success(), "mosquitto_passwd failed");
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             persistence false\n# As root, stay root: the files above are root's.\nuser root\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(mosquitto)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "mosquitto did not start"
+    );
+    Some((child, dir))
+}
+
+/// The broker refuses the login: sml does not retry forever, it stops delivery at once with the
+/// reason (for the run to end non-zero), and the password appears nowhere in it.
+#[test]
+fn a_broker_that_refuses_the_password_ends_delivery_with_the_reason() {
+    use sml::engine::scheduler::Publication;
+    use sml::publish::mqtt::Secret;
+    use sml::publish::Sink;
+
+    let port = free_port();
+    let Some((mut broker, _dir)) = start_mosquitto(port, "sml", "the-right-one") else {
+        eprintln!("skipped: mosquitto is not installed");
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let login = |password: &str| {
+        let mut config = mqtt_config(port, "myelectricmeter");
+        config.user = Some("sml".into());
+        config.password = Some(Secret::new(password.into()));
+        config
+    };
+
+    // The right password connects (the broker is set up as the test thinks).
+    rt.block_on(async {
+        let (sink, mut connected, task) =
+            sml::publish::mqtt::start(login("the-right-one")).unwrap();
+        tokio::time::timeout(WAIT, connected.wait_for(|up| *up))
+            .await
+            .expect("connected with the right password")
+            .unwrap();
+        drop(sink);
+        assert_eq!(task.await.unwrap().fatal, None);
+    });
+
+    let (report, publish_error) = rt.block_on(async {
+        let (mut sink, _connected, task) = sml::publish::mqtt::start(login("wr0ng-Pa55")).unwrap();
+        let report = tokio::time::timeout(WAIT, task)
+            .await
+            .expect("the MQTT task ends by itself")
+            .unwrap();
+        let e = sink
+            .publish(Publication::Sensor("{}".into()))
+            .unwrap_err()
+            .to_string();
+        (report, e)
+    });
+    let fatal = report.fatal.clone().expect("a fatal reason");
+    assert!(
+        fatal.contains("not authorized") || fatal.contains("bad user name or password"),
+        "{fatal}"
+    );
+    assert!(fatal.contains("--password-file"), "{fatal}");
+    assert!(!fatal.contains("wr0ng"), "{fatal}");
+    assert_eq!(publish_error, fatal, "the engine's side says the same");
+    assert_eq!(report.connects, 0, "{report:?}");
     broker.kill().unwrap();
     broker.wait().unwrap();
 }

@@ -4,8 +4,10 @@ broker is given. A sink is a push trait (as ripgrep's `Sink`): the engine hands 
 publication and never waits for a network.
 */
 
+pub mod delivery;
 pub mod mqtt;
 pub mod outbox;
+pub mod spool;
 pub mod stdout;
 pub mod topics;
 
@@ -17,11 +19,17 @@ pub enum PublishError {
     Stdout(#[source] std::io::Error),
     #[error("the MQTT task has stopped")]
     MqttGone,
+    /// The broker refused sml's login for a reason retrying will not fix.
+    #[error("{0}")]
+    BrokerRefused(String),
     #[error("spool {path}: {source}")]
     Spool {
         path: String,
         source: std::io::Error,
     },
+    /// A spool sml will not use: someone else could make it publish what they wrote there.
+    #[error("spool {path}: {why}")]
+    SpoolUnsafe { path: String, why: String },
     #[error("TLS setup: {0}")]
     Tls(String),
 }

@@ -1,45 +1,41 @@
 /*!
 The MQTT sink: Tasmota's topics on a broker, with nothing lost while the broker is away.
 
-rumqttc keeps unacknowledged publishes across a reconnect only while the broker keeps the session;
-a restarted broker has none, and rumqttc then clears them, while requests still in its channel
-would be sent after ours were re-sent. So sml owns delivery: every SENSOR payload stays in the
-[`Outbox`] until the broker acknowledges it (QoS 1) or it is written (QoS 0). Each connection gets
-a fresh rumqttc client and event loop (its own task), fed at most [`WINDOW`] payloads at a time;
-when it dies, its client and queues die with it and the next connection re-sends the outbox from
-the oldest payload. Order is kept and nothing is published twice, except a payload the broker took
-but could not acknowledge before the line dropped (what QoS 1 allows).
-
-On connect sml publishes `Online` on the retained LWT topic; the broker publishes the will
-(`Offline`, retained) when the connection dies without a DISCONNECT. A clean exit publishes
-`Offline` itself. STATE is sent only while connected (an old uptime is worth nothing).
+This is the thin adapter between [`Delivery`] (what to send, when to connect: no I/O) and rumqttc:
+each connection is a fresh rumqttc client and event loop polled on its own task, which reports
+CONNACK, each publish written (with its packet id), PUBACK and the end of the connection, tagged
+with the connection's generation so that a dead connection's late events are ignored. The engine's
+side, [`MqttSink`], only pushes into a channel; the spool's disk writes happen on their own thread
+([`super::spool`]). See [`super::delivery`] for why sml, not rumqttc, keeps the unacknowledged
+payloads.
 */
 
-use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{error, warn};
 
+use super::delivery::{Delivery, DeliveryConfig, Transmit, MAX_REQUESTS};
 use super::outbox::Outbox;
 use super::topics::Topics;
 use super::{PublishError, Sink};
+use crate::backoff::Backoff;
 use crate::engine::scheduler::Publication;
 
-/// Payloads handed to rumqttc at once (its in-flight window).
-pub const WINDOW: usize = 32;
-/// A clean exit waits this long for the outbox to empty.
-const DRAIN_ON_EXIT: Duration = Duration::from_secs(5);
+pub use super::delivery::MqttReport;
+
+/// The first reconnect delay; they double up to [`MqttConfig::retry_cap`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// `mqtt://host[:port]` (1883) or `mqtts://host[:port]` (8883).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,10 +45,33 @@ pub struct BrokerUrl {
     pub tls: bool,
 }
 
+/// `url` with anything between the scheme and the last `@` (user name, password) as `***`:
+/// what a message may quote of a broker URL.
+fn redacted(url: &str) -> String {
+    let Some(at) = url.rfind('@') else {
+        return url.to_string();
+    };
+    let start = url
+        .find("://")
+        .map(|i| i + 3)
+        .filter(|&i| i <= at)
+        .unwrap_or(0);
+    format!("{}***{}", &url[..start], &url[at..])
+}
+
 impl FromStr for BrokerUrl {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.contains('@') {
+            // A host never holds '@': this is user:password@host, which shows in `ps`, in shell
+            // history and in logs. The message quotes it redacted.
+            return Err(format!(
+                "'{}': credentials do not go in the broker URL (it shows in `ps` and in logs); \
+                 give the user name with --user and the password with --password-file",
+                redacted(s)
+            ));
+        }
         let bad = || format!("'{s}': expected mqtt://host[:port] or mqtts://host[:port]");
         let (tls, rest) = if let Some(r) = s.strip_prefix("mqtts://") {
             (true, r)
@@ -70,7 +89,7 @@ impl FromStr for BrokerUrl {
             _ => (rest, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || port == 0 || host.contains(['/', '@']) {
+        if host.is_empty() || port == 0 || host.contains('/') {
             return Err(bad());
         }
         Ok(BrokerUrl {
@@ -119,68 +138,99 @@ pub struct MqttConfig {
     pub topics: Topics,
     pub qos: QoS,
     pub keep_alive: Duration,
-    /// Reconnect delays double from 1 s up to this (Tasmota's MqttRetry, default 10 s).
+    /// Reconnect delays double from 1 s up to this (Tasmota's MqttRetry, default 10 s), as
+    /// [`Backoff`] does for every reconnect.
     pub retry_cap: Duration,
     pub queue_capacity: usize,
     pub spool: Option<PathBuf>,
 }
 
-/// What the MQTT task did, for the log at exit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct MqttReport {
-    pub delivered: u64,
-    pub dropped: u64,
-    pub connects: u64,
-    pub left_queued: usize,
-}
-
 /// The engine's side: pushes publications to the MQTT task, never waiting.
 pub struct MqttSink {
     tx: mpsc::UnboundedSender<Publication>,
+    /// Why the task stopped, when the broker refused sml for good.
+    refused: Arc<OnceLock<String>>,
 }
 
 impl Sink for MqttSink {
     fn publish(&mut self, p: Publication) -> Result<(), PublishError> {
-        self.tx.send(p).map_err(|_| PublishError::MqttGone)
+        self.tx.send(p).map_err(|_| match self.refused.get() {
+            Some(why) => PublishError::BrokerRefused(why.clone()),
+            None => PublishError::MqttGone,
+        })
     }
 }
 
 /// Start the MQTT task. Dropping the [`MqttSink`] makes it drain, say `Offline` and stop; the join
 /// handle gives its report. The watch says whether the broker is connected now.
+///
+/// The task also ends by itself when the broker refuses the login for good: its report then has
+/// [`MqttReport::fatal`], and [`MqttSink::publish`] returns [`PublishError::BrokerRefused`].
 pub fn start(
     config: MqttConfig,
 ) -> Result<(MqttSink, watch::Receiver<bool>, JoinHandle<MqttReport>), PublishError> {
-    let outbox = match &config.spool {
-        Some(dir) => Outbox::with_spool(config.queue_capacity, dir)?,
-        None => Outbox::new(config.queue_capacity),
+    start_with_outbox(config.clone(), outbox_for(&config)?)
+}
+
+/// The outbox, with its spool when one is given. A spool on a disk that is read-only, full or
+/// failing is one clear error and an in-memory outbox (the meters go on); a spool that is unsafe
+/// or cannot be made (a wrong path, no permission) is a configuration error.
+fn outbox_for(config: &MqttConfig) -> Result<Outbox, PublishError> {
+    let Some(dir) = &config.spool else {
+        return Ok(Outbox::new(config.queue_capacity));
     };
-    if !outbox.is_empty() {
-        info!(
-            "{} payloads from the spool wait for the broker",
-            outbox.len()
-        );
+    match Outbox::with_spool(config.queue_capacity, dir, &config.topics.sensor) {
+        Err(PublishError::Spool { path, source })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT | libc::EIO)
+            ) =>
+        {
+            error!("spool {path}: {source}; payloads are kept in memory only");
+            Ok(Outbox::new(config.queue_capacity))
+        }
+        result => result,
     }
+}
+
+fn start_with_outbox(
+    config: MqttConfig,
+    outbox: Outbox,
+) -> Result<(MqttSink, watch::Receiver<bool>, JoinHandle<MqttReport>), PublishError> {
     let options = mqtt_options(&config)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (connected_tx, connected_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::unbounded_channel();
-    let task = MqttTask {
-        qos: config.qos,
-        topics: config.topics.clone(),
-        retry_cap: config.retry_cap.max(Duration::from_secs(1)),
-        options,
+    let refused = Arc::new(OnceLock::new());
+    let delivery = Delivery::new(
+        DeliveryConfig {
+            qos: config.qos,
+            topics: config.topics.clone(),
+            reconnect: Backoff {
+                first: FIRST_RETRY,
+                cap: config.retry_cap.max(FIRST_RETRY),
+            },
+            broker: format!("{}:{}", config.broker.host, config.broker.port),
+        },
         outbox,
+    );
+    let task = MqttTask {
+        delivery,
+        options,
         commands: rx,
+        commands_open: true,
         conn: None,
         generation: 0,
         conn_tx,
         conn_rx,
-        retry: Duration::from_secs(1),
-        reconnect_at: None,
         connected_tx,
-        report: MqttReport::default(),
+        refused: refused.clone(),
     };
-    Ok((MqttSink { tx }, connected_rx, tokio::spawn(task.run())))
+    Ok((
+        MqttSink { tx, refused },
+        connected_rx,
+        tokio::spawn(task.run()),
+    ))
 }
 
 fn mqtt_options(config: &MqttConfig) -> Result<MqttOptions, PublishError> {
@@ -198,7 +248,8 @@ fn mqtt_options(config: &MqttConfig) -> Result<MqttOptions, PublishError> {
     o.set_keep_alive(keep_alive);
     // sml re-sends from its own outbox; a broker-side session would only add duplicates.
     o.set_clean_session(true);
-    o.set_inflight((WINDOW + 8) as u16);
+    // Room for the window and the connection's own messages, so rumqttc never holds one back.
+    o.set_inflight(MAX_REQUESTS as u16 + 4);
     o.set_max_packet_size(1 << 20, 1 << 20);
     o.set_last_will(LastWill::new(
         config.topics.lwt.clone(),
@@ -225,14 +276,19 @@ fn mqtt_options(config: &MqttConfig) -> Result<MqttOptions, PublishError> {
 /// A rustls client configuration with the `ring` provider: the CA file or the system's roots, and
 /// the client certificate when one is given.
 pub fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, PublishError> {
+    use rustls::pki_types::pem::{self, PemObject};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let tls_err = PublishError::Tls;
+    let pem_err = |path: &PathBuf, e: pem::Error| match e {
+        // The file itself, not "I/O error: ...".
+        pem::Error::Io(e) => tls_err(format!("{}: {e}", path.display())),
+        e => tls_err(format!("{}: {e}", path.display())),
+    };
     let read_certs = |path: &PathBuf| -> Result<Vec<CertificateDer<'static>>, PublishError> {
-        let f =
-            std::fs::File::open(path).map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
-        let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(f))
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| pem_err(path, e))?
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls_err(format!("{}: {e}", path.display())))?;
+            .map_err(|e| pem_err(path, e))?;
         if certs.is_empty() {
             return Err(tls_err(format!(
                 "{}: no PEM certificate in it",
@@ -271,14 +327,12 @@ pub fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, PublishError
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
-            let f =
-                std::fs::File::open(key).map_err(|e| tls_err(format!("{}: {e}", key.display())))?;
-            let key_der: PrivateKeyDer<'static> =
-                rustls_pemfile::private_key(&mut std::io::BufReader::new(f))
-                    .map_err(|e| tls_err(format!("{}: {e}", key.display())))?
-                    .ok_or_else(|| {
-                        tls_err(format!("{}: no PEM private key in it", key.display()))
-                    })?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+                pem::Error::NoItemsFound => {
+                    tls_err(format!("{}: no PEM private key in it", key.display()))
+                }
+                e => pem_err(key, e),
+            })?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| tls_err(e.to_string()))
@@ -290,259 +344,153 @@ pub fn tls_config(files: &TlsFiles) -> Result<rustls::ClientConfig, PublishError
 /// What a connection's event-loop task reports, tagged with its generation.
 #[derive(Debug)]
 enum ConnEvent {
-    Connected,
+    Connected {
+        session_present: bool,
+    },
     /// A publish went out with this packet id (0 for QoS 0).
     Written(u16),
     Acked(u16),
+    /// Our DISCONNECT went out.
     Closed,
+    Refused(rumqttc::ConnectReturnCode),
     Lost(String),
-}
-
-/// A publish handed to rumqttc, in order, until its `Written` event names its packet id.
-#[derive(Debug, Clone, Copy)]
-enum Handed {
-    Entry(u64),
-    /// LWT and STATE: not in the outbox.
-    Control,
 }
 
 struct Connection {
     client: AsyncClient,
     task: JoinHandle<()>,
-    up: bool,
-    handed: VecDeque<Handed>,
-    by_pkid: HashMap<u16, Handed>,
-    /// Outbox entries handed over and not yet done.
-    in_flight: usize,
-    /// The next outbox sequence number to hand over.
-    next_seq: u64,
 }
 
 struct MqttTask {
-    qos: QoS,
-    topics: Topics,
-    retry_cap: Duration,
+    delivery: Delivery,
     options: MqttOptions,
-    outbox: Outbox,
     commands: mpsc::UnboundedReceiver<Publication>,
+    commands_open: bool,
     conn: Option<Connection>,
     generation: u64,
     conn_tx: mpsc::UnboundedSender<(u64, ConnEvent)>,
     conn_rx: mpsc::UnboundedReceiver<(u64, ConnEvent)>,
-    retry: Duration,
-    reconnect_at: Option<Instant>,
     connected_tx: watch::Sender<bool>,
-    report: MqttReport,
+    refused: Arc<OnceLock<String>>,
 }
 
 impl MqttTask {
     async fn run(mut self) -> MqttReport {
-        self.connect();
-        let mut closing_until: Option<Instant> = None;
         loop {
-            if let Some(until) = closing_until {
-                // Wait (a little) for a broker that is away: what it takes now, no spool must keep.
-                if self.outbox.is_empty() || Instant::now() >= until {
-                    break;
-                }
+            self.carry_out();
+            let up = self.delivery.is_connected();
+            self.connected_tx.send_if_modified(|was| {
+                let changed = *was != up;
+                *was = up;
+                changed
+            });
+            if self.delivery.is_finished() {
+                break;
             }
+            let deadline = self.delivery.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                cmd = self.commands.recv(), if closing_until.is_none() => match cmd {
-                    Some(p) => self.queue(p),
-                    None => closing_until = Some(Instant::now() + DRAIN_ON_EXIT),
-                },
+                cmd = self.commands.recv(), if self.commands_open => {
+                    let now = std::time::Instant::now();
+                    match cmd {
+                        Some(p) => self.delivery.handle_publication(now, p),
+                        None => {
+                            self.commands_open = false;
+                            self.delivery.handle_close(now);
+                        }
+                    }
+                }
                 Some((generation, ev)) = self.conn_rx.recv() => {
                     if generation == self.generation {
                         self.handle_conn_event(ev);
                     }
                 }
-                _ = sleep_until_opt(self.reconnect_at) => self.connect(),
-                _ = sleep_until_opt(closing_until) => {}
+                _ = sleep_until_opt(deadline) => {
+                    self.delivery.handle_timeout(std::time::Instant::now());
+                }
             }
         }
-        self.say_goodbye().await;
-        self.report.dropped = self.outbox.dropped();
-        self.report.left_queued = self.outbox.len();
-        self.report
+        if let Some(c) = self.conn.take() {
+            c.task.abort();
+        }
+        let report = self.delivery.report();
+        if let Some(why) = &report.fatal {
+            let _ = self.refused.set(why.clone());
+        }
+        // The spool's last lines, off the runtime thread (a dead disk waits a few seconds).
+        let mut delivery = self.delivery;
+        let closed = tokio::task::spawn_blocking(move || {
+            delivery.outbox_mut().close_spool();
+        });
+        if let Err(e) = closed.await {
+            warn!("closing the spool: {e}");
+        }
+        report
     }
 
-    fn is_up(&self) -> bool {
-        self.conn.as_ref().is_some_and(|c| c.up)
+    /// Do what delivery asks: connect, publish, disconnect.
+    fn carry_out(&mut self) {
+        while let Some(t) = self.delivery.poll_transmit() {
+            match t {
+                Transmit::Connect => self.connect(),
+                Transmit::Publish(m) => {
+                    let handed = self.conn.as_ref().is_some_and(|c| {
+                        c.client
+                            .try_publish(m.topic, m.qos, m.retain, m.payload)
+                            .is_ok()
+                    });
+                    if !handed {
+                        // The channel holds all delivery can ask for at once
+                        // (MAX_REQUESTS): failing, the connection's task is gone.
+                        self.lose_connection("the connection stopped taking requests".into());
+                    }
+                }
+                Transmit::Disconnect => {
+                    if let Some(c) = &self.conn {
+                        let _ = c.client.try_disconnect();
+                    }
+                }
+            }
+        }
     }
 
     fn connect(&mut self) {
-        self.reconnect_at = None;
         if let Some(old) = self.conn.take() {
             old.task.abort();
         }
         self.generation += 1;
-        let (client, eventloop) = AsyncClient::new(self.options.clone(), WINDOW + 8);
+        let (client, eventloop) = AsyncClient::new(self.options.clone(), MAX_REQUESTS + 2);
         let task = tokio::spawn(drive_connection(
             self.generation,
             eventloop,
             self.conn_tx.clone(),
         ));
-        self.conn = Some(Connection {
-            client,
-            task,
-            up: false,
-            handed: VecDeque::new(),
-            by_pkid: HashMap::new(),
-            in_flight: 0,
-            next_seq: 0,
-        });
+        self.conn = Some(Connection { client, task });
     }
 
-    fn queue(&mut self, p: Publication) {
-        match p {
-            Publication::Sensor(payload) => {
-                if self
-                    .outbox
-                    .push(self.topics.sensor.clone(), payload)
-                    .is_some()
-                {
-                    let dropped = self.outbox.dropped();
-                    if dropped == 1 || dropped % 100 == 0 {
-                        warn!("MQTT outbox full ({} payloads): dropped the oldest ({dropped} dropped so far)", self.outbox.len());
-                    }
-                }
-                self.fill();
-            }
-            Publication::State(payload) => {
-                let (qos, topic) = (self.qos, self.topics.state.clone());
-                match self.conn.as_mut() {
-                    Some(c) if c.up => {
-                        if c.client.try_publish(topic, qos, false, payload).is_ok() {
-                            c.handed.push_back(Handed::Control);
-                        }
-                    }
-                    _ => debug!("broker not connected: STATE not sent"),
-                }
-            }
+    fn lose_connection(&mut self, why: String) {
+        if let Some(c) = self.conn.take() {
+            c.task.abort();
         }
-    }
-
-    /// Hand the oldest payloads not yet handed over to rumqttc, up to the window.
-    fn fill(&mut self) {
-        let Some(c) = self.conn.as_mut() else { return };
-        while c.up && c.in_flight < WINDOW {
-            let Some(e) = self.outbox.first_from(c.next_seq) else {
-                break;
-            };
-            if c.client
-                .try_publish(e.topic.clone(), self.qos, false, e.payload.clone())
-                .is_err()
-            {
-                break;
-            }
-            c.handed.push_back(Handed::Entry(e.seq));
-            c.in_flight += 1;
-            c.next_seq = e.seq + 1;
-        }
-    }
-
-    fn complete(&mut self, h: Handed) {
-        if let Handed::Entry(seq) = h {
-            if let Some(c) = self.conn.as_mut() {
-                c.in_flight = c.in_flight.saturating_sub(1);
-            }
-            if self.outbox.complete(seq).is_some() {
-                self.report.delivered += 1;
-            }
-        }
+        // Events still on their way from it are of an old generation now.
+        self.generation += 1;
+        self.delivery
+            .handle_disconnected(std::time::Instant::now(), &why);
     }
 
     fn handle_conn_event(&mut self, ev: ConnEvent) {
+        let now = std::time::Instant::now();
         match ev {
-            ConnEvent::Connected => {
-                self.report.connects += 1;
-                self.retry = Duration::from_secs(1);
-                let (qos, lwt) = (self.qos, self.topics.lwt.clone());
-                if let Some(c) = self.conn.as_mut() {
-                    c.up = true;
-                    if c.client.try_publish(lwt, qos, true, "Online").is_ok() {
-                        c.handed.push_back(Handed::Control);
-                    }
-                }
-                info!(
-                    "MQTT connected to {}; {} payloads queued",
-                    self.broker(),
-                    self.outbox.len()
-                );
-                let _ = self.connected_tx.send(true);
-                self.fill();
+            ConnEvent::Connected { session_present } => {
+                self.delivery.handle_connected(now, session_present)
             }
-            ConnEvent::Written(pkid) => {
-                let Some(c) = self.conn.as_mut() else { return };
-                let Some(h) = c.handed.pop_front() else {
-                    return;
-                };
-                if pkid == 0 {
-                    self.complete(h);
-                    self.fill();
-                } else {
-                    c.by_pkid.insert(pkid, h);
-                }
-            }
-            ConnEvent::Acked(pkid) => {
-                let Some(h) = self.conn.as_mut().and_then(|c| c.by_pkid.remove(&pkid)) else {
-                    return;
-                };
-                self.complete(h);
-                self.fill();
-            }
-            ConnEvent::Closed => {}
-            ConnEvent::Lost(why) => {
-                let was_up = self.is_up();
+            ConnEvent::Written(pkid) => self.delivery.handle_written(now, pkid),
+            ConnEvent::Acked(pkid) => self.delivery.handle_puback(now, pkid),
+            ConnEvent::Closed => self.delivery.handle_disconnect_sent(),
+            ConnEvent::Refused(code) => {
                 self.conn = None;
-                let _ = self.connected_tx.send(false);
-                if was_up || self.report.connects == 0 && self.generation == 1 {
-                    warn!(
-                        "MQTT {}: {why}; retrying in {:?}, {} payloads queued",
-                        self.broker(),
-                        self.retry,
-                        self.outbox.len()
-                    );
-                } else {
-                    debug!(
-                        "MQTT {}: {why}; retrying in {:?}, {} payloads queued",
-                        self.broker(),
-                        self.retry,
-                        self.outbox.len()
-                    );
-                }
-                self.reconnect_at = Some(Instant::now() + self.retry);
-                self.retry = (self.retry * 2).min(self.retry_cap);
+                self.delivery.handle_refused(now, code);
             }
-        }
-    }
-
-    fn broker(&self) -> String {
-        let (host, port) = self.options.broker_address();
-        format!("{host}:{port}")
-    }
-
-    /// A clean exit: `Offline` on the LWT topic (the broker drops the will on DISCONNECT), then
-    /// DISCONNECT, waiting briefly for both to go out.
-    async fn say_goodbye(&mut self) {
-        let Some(c) = self.conn.as_mut() else { return };
-        if c.up {
-            let _ = c
-                .client
-                .try_publish(self.topics.lwt.clone(), self.qos, true, "Offline");
-            let _ = c.client.try_disconnect();
-            let generation = self.generation;
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while let Some((g, ev)) = self.conn_rx.recv().await {
-                    if g == generation && matches!(ev, ConnEvent::Closed | ConnEvent::Lost(_)) {
-                        break;
-                    }
-                }
-            })
-            .await;
-        }
-        if let Some(c) = self.conn.take() {
-            c.task.abort();
+            ConnEvent::Lost(why) => self.lose_connection(why),
         }
     }
 }
@@ -555,11 +503,17 @@ async fn drive_connection(
 ) {
     loop {
         let ev = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => ConnEvent::Connected,
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => ConnEvent::Connected {
+                session_present: ack.session_present,
+            },
             Ok(Event::Incoming(Packet::PubAck(ack))) => ConnEvent::Acked(ack.pkid),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => ConnEvent::Written(pkid),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => ConnEvent::Closed,
             Ok(_) => continue,
+            Err(ConnectionError::ConnectionRefused(code)) => {
+                let _ = tx.send((generation, ConnEvent::Refused(code)));
+                return;
+            }
             Err(e) => {
                 let _ = tx.send((generation, ConnEvent::Lost(e.to_string())));
                 return;
@@ -615,6 +569,27 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_the_broker_url_is_refused_and_never_quoted() {
+        for url in [
+            "mqtt://sml:S3cretPW@broker",
+            "mqtts://sml:S3cretPW@broker:8883",
+            "mqtt://sml:S3c@retPW@broker",
+            "mqtt://S3cretPW@broker",
+            "sml:S3cretPW@broker",
+            "tcp://sml:S3cretPW@broker",
+            "mqtt://sml:S3cretPW@broker:notaport",
+            "mqtt://sml:S3cr/etPW@broker/",
+        ] {
+            let e = url.parse::<BrokerUrl>().unwrap_err();
+            for part in ["S3cret", "etPW", "S3c@"] {
+                assert!(!e.contains(part), "{url}: {e}");
+            }
+            assert!(e.contains("--password-file"), "{url}: {e}");
+            assert!(e.contains("***@broker"), "{url}: {e}");
+        }
+    }
+
+    #[test]
     fn a_secret_is_not_printed() {
         assert_eq!(
             format!("{:?}", Secret::new("hunter2".into())),
@@ -636,5 +611,360 @@ mod tests {
             key: None,
         };
         assert!(tls_config(&files).is_err());
+    }
+
+    #[test]
+    fn a_ca_file_without_a_certificate_and_a_key_file_without_a_key_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not PEM\n").unwrap();
+        let files = TlsFiles {
+            ca: Some(empty.clone()),
+            ..Default::default()
+        };
+        let e = tls_config(&files).unwrap_err().to_string();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        // A key file that holds no key (the CA check passes on the system's roots, or fails
+        // first saying so: either way the message names a file).
+        let files = TlsFiles {
+            ca: None,
+            cert: Some(empty.clone()),
+            key: Some(empty.clone()),
+        };
+        let e = tls_config(&files).unwrap_err().to_string();
+        assert!(e.contains("empty.pem") || e.contains("no system CA"), "{e}");
+    }
+
+    /// A tmpfs of `size` mounted on a new directory, unmounted on drop; None where sml's tests
+    /// cannot mount (not root, or no mount namespace rights).
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount(options: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Tmpfs { dir })
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    fn config_with_spool(spool: std::path::PathBuf) -> MqttConfig {
+        MqttConfig {
+            broker: BrokerUrl {
+                host: "127.0.0.1".into(),
+                port: 1,
+                tls: false,
+            },
+            tls: TlsFiles::default(),
+            client_id: "sml-t".into(),
+            user: None,
+            password: None,
+            topics: Topics::new("%prefix%/%topic%/", "t").unwrap(),
+            qos: QoS::AtLeastOnce,
+            keep_alive: Duration::from_secs(30),
+            retry_cap: Duration::from_secs(2),
+            queue_capacity: 100,
+            spool: Some(spool),
+        }
+    }
+
+    #[test]
+    fn a_spool_on_a_read_only_disk_leaves_an_in_memory_outbox() {
+        let Some(fs) = Tmpfs::mount("ro,size=64k") else {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        };
+        let mut outbox = outbox_for(&config_with_spool(fs.dir.path().join("spool"))).unwrap();
+        outbox.push("tele/t/SENSOR".into(), "1".into());
+        assert_eq!(outbox.len(), 1);
+    }
+
+    #[test]
+    fn a_spool_that_cannot_be_made_is_a_configuration_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let e = outbox_for(&config_with_spool(file.path().join("spool")))
+            .err()
+            .expect("a spool under a file is refused")
+            .to_string();
+        assert!(e.contains(&file.path().display().to_string()), "{e}");
+    }
+
+    /// The disk fills up under a running spool: the queue goes on in memory, and once there is
+    /// room again the journal is rewritten whole (with what was queued meanwhile).
+    #[test]
+    fn a_full_disk_keeps_the_queue_in_memory_and_the_journal_catches_up() {
+        let Some(fs) = Tmpfs::mount("size=64k") else {
+            eprintln!("skipped: cannot mount a tmpfs");
+            return;
+        };
+        let spool = fs.dir.path().join("spool");
+        let journal = spool.join(crate::publish::spool::JOURNAL);
+        let mut outbox = outbox_for(&config_with_spool(spool.clone())).unwrap();
+        outbox.push("tele/t/SENSOR".into(), "before".into());
+        // Fill the disk.
+        let filler = fs.dir.path().join("filler");
+        let mut f = File::create(&filler).unwrap();
+        while f.write_all(&[0; 4096]).is_ok() {}
+        drop(f);
+        // Lines longer than the page the journal already has, so that they need new blocks.
+        let long = "x".repeat(1000);
+        for n in 0..20 {
+            outbox.push("tele/t/SENSOR".into(), format!("full {n} {long}"));
+        }
+        assert_eq!(outbox.len(), 21, "nothing is lost in memory");
+        // The writer failed and emptied the journal (it would have holes otherwise).
+        let emptied = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::metadata(&journal).unwrap().len() == 0
+        });
+        assert!(emptied, "the journal was emptied on the failure");
+        std::fs::remove_file(&filler).unwrap();
+        // The next rewrite is due RESYNC_EVERY after the last try.
+        std::thread::sleep(crate::publish::spool::RESYNC_EVERY + Duration::from_millis(100));
+        outbox.push("tele/t/SENSOR".into(), "after".into());
+        outbox.close_spool();
+        let text = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(text.lines().count(), 22, "{text}");
+        assert!(text.contains("full 19") && text.contains("after"), "{text}");
+    }
+
+    // ---- a blocked spool disk, with a real broker ----------------------------------------------
+
+    use crate::publish::spool::{JournalFile, SpoolWriter};
+    use std::fs::File;
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// rumqttd on 127.0.0.1:`port`, in this process.
+    fn start_broker(port: u16) {
+        let server = rumqttd::ServerSettings {
+            name: "v4".into(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            tls: None,
+            next_connection_delay_ms: 1,
+            connections: rumqttd::ConnectionSettings {
+                connection_timeout_ms: 10_000,
+                max_payload_size: 1 << 20,
+                max_inflight_count: 200,
+                auth: None,
+                external_auth: None,
+                dynamic_filters: true,
+            },
+        };
+        let config = rumqttd::Config {
+            id: 0,
+            router: rumqttd::RouterConfig {
+                max_connections: 100,
+                max_outgoing_packet_count: 1000,
+                max_segment_size: 10 * 1024 * 1024,
+                max_segment_count: 10,
+                ..Default::default()
+            },
+            v4: Some(std::collections::HashMap::from([(
+                "v4".to_string(),
+                server,
+            )])),
+            ..Default::default()
+        };
+        let mut broker = rumqttd::Broker::new(config);
+        std::thread::spawn(move || {
+            let _ = broker.start();
+        });
+        let started = (0..500).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(started, "broker did not start");
+    }
+
+    /// Payloads published on `filter`, from a subscriber on its own thread.
+    fn subscribe(port: u16, filter: &str) -> std::sync::mpsc::Receiver<(String, Instant)> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut o = MqttOptions::new(format!("observer-{port}"), "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30));
+        let (client, mut conn) = rumqttc::Client::new(o, 100);
+        client.subscribe(filter, QoS::AtLeastOnce).unwrap();
+        std::thread::spawn(move || {
+            let _client = client;
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = String::from_utf8_lossy(&p.payload).into();
+                        if tx.send((payload, Instant::now())).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscription acknowledged");
+        rx
+    }
+
+    /// A journal on a pipe that is full and that nobody reads: a write blocks in the kernel
+    /// until the read end is closed, as on a disk that hangs.
+    struct StuckJournal {
+        pipe: File,
+        stuck: Arc<AtomicBool>,
+    }
+
+    impl JournalFile for StuckJournal {
+        fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+            self.stuck.store(true, Ordering::SeqCst);
+            let r = self.pipe.write_all(line);
+            self.stuck.store(false, Ordering::SeqCst);
+            r
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn replace(&mut self, content: &[u8]) -> std::io::Result<()> {
+            self.append(content)
+        }
+    }
+
+    /// (read end, write end): the pipe's buffer is full, its write end blocking.
+    fn full_pipe() -> (File, File) {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: fds has room for the two descriptors; each is owned by one File below.
+        let (read, mut write) = unsafe {
+            assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK), 0);
+            (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1]))
+        };
+        let chunk = [b'x'; 4096];
+        while write.write(&chunk).is_ok() {}
+        // SAFETY: fds[1] is open (owned by `write`); F_SETFL only changes its flags.
+        unsafe { assert_eq!(libc::fcntl(fds[1], libc::F_SETFL, 0), 0) };
+        (read, write)
+    }
+
+    /// The spool's disk writes are off the runtime thread, which every meter task shares: with
+    /// the spool's disk hanging, a meter's timer on that runtime is never late by 50 ms, and its
+    /// payloads reach the broker.
+    #[test]
+    fn a_blocked_spool_writer_does_not_delay_another_meters_payloads() {
+        let port = free_port();
+        start_broker(port);
+        let seen = subscribe(port, "tele/stuck/SENSOR");
+        let (reader, writer) = full_pipe();
+        let stuck = Arc::new(AtomicBool::new(false));
+        let journal = StuckJournal {
+            pipe: writer,
+            stuck: stuck.clone(),
+        };
+        let spool = SpoolWriter::with_journal("stuck".into(), Box::new(journal)).unwrap();
+        let config = MqttConfig {
+            broker: BrokerUrl {
+                host: "127.0.0.1".into(),
+                port,
+                tls: false,
+            },
+            tls: TlsFiles::default(),
+            client_id: "sml-stuck".into(),
+            user: None,
+            password: None,
+            topics: Topics::new("%prefix%/%topic%/", "stuck").unwrap(),
+            qos: QoS::AtLeastOnce,
+            keep_alive: Duration::from_secs(30),
+            retry_cap: Duration::from_secs(2),
+            queue_capacity: 1000,
+            spool: None,
+        };
+        const PAYLOADS: usize = 50;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (worst, got, still_stuck, report) = rt.block_on(async {
+            let outbox = Outbox::with_writer(1000, spool);
+            let (mut sink, mut connected, task) = start_with_outbox(config, outbox).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), async {
+                while !*connected.borrow_and_update() {
+                    connected.changed().await.unwrap();
+                }
+            })
+            .await
+            .expect("connected");
+            // Another meter on the same runtime: how late does its timer fire?
+            let meter = tokio::spawn(async {
+                let mut worst = Duration::ZERO;
+                for _ in 0..(PAYLOADS + 20) {
+                    let due = Instant::now() + Duration::from_millis(10);
+                    tokio::time::sleep_until(due).await;
+                    worst = worst.max(Instant::now() - due);
+                }
+                worst
+            });
+            let mut sent_at = Vec::new();
+            for n in 0..PAYLOADS {
+                sent_at.push(Instant::now());
+                sink.publish(Publication::Sensor(format!("{{\"n\":{n}}}")))
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let worst = meter.await.unwrap();
+            let mut got = Vec::new();
+            let until = Instant::now() + Duration::from_secs(10);
+            while got.len() < PAYLOADS && Instant::now() < until {
+                got.extend(seen.try_iter());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let still_stuck = stuck.load(Ordering::SeqCst);
+            // For the record, not asserted (it is the broker's and the machine's speed too).
+            let slowest = got
+                .iter()
+                .zip(&sent_at)
+                .map(|((_, at), sent)| *at - *sent)
+                .max()
+                .unwrap_or_default();
+            eprintln!(
+                "with the spool stuck, the slowest payload reached a subscriber in {slowest:?}"
+            );
+            let got: Vec<String> = got.into_iter().map(|(p, _)| p).collect();
+            // The disk comes back (as an error): the spool lets go and the run ends cleanly.
+            drop(reader);
+            drop(sink);
+            eprintln!("with the spool stuck, a meter's timer was at worst {worst:?} late");
+            (worst, got, still_stuck, task.await.unwrap())
+        });
+        assert!(still_stuck, "the spool writer was blocked all along");
+        let want: Vec<String> = (0..PAYLOADS).map(|n| format!("{{\"n\":{n}}}")).collect();
+        assert_eq!(got, want);
+        assert!(
+            worst < Duration::from_millis(50),
+            "a meter's timer was {worst:?} late"
+        );
+        assert_eq!((report.delivered, report.left_queued), (PAYLOADS as u64, 0));
     }
 }

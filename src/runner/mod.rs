@@ -73,7 +73,7 @@ pub enum RunError {
     Publish(#[from] PublishError),
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
     pub engine: EngineStats,
     pub mqtt: Option<MqttReport>,
