@@ -11,7 +11,8 @@ use std::time::Duration;
 use common::*;
 use serialport::{SerialPort, TTYPort};
 use sml::link::{Link, ReplaySpeed, Source};
-use sml::runner::meter_task::{Backoff, LinkDriver, LinkEvent, LinkEventKind};
+use sml::backoff::Backoff;
+use sml::runner::meter_task::{LinkDriver, LinkEvent, LinkEventKind};
 use sml::script::model::{Parity, SerialSettings};
 
 const S9600: SerialSettings = SerialSettings {
