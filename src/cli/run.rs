@@ -172,7 +172,15 @@ fn load_file(path: &Path) -> anyhow::Result<Args> {
 }
 
 /// Key names that may hold a secret: their lines are never quoted.
-const SECRET_WORDS: [&str; 7] = ["pass", "pwd", "secret", "token", "key", "credential", "auth"];
+const SECRET_WORDS: [&str; 7] = [
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+];
 
 /// toml's own message quotes the offending line, which may be `password = "..."`: this one says
 /// where and what, and shows the line only when its key cannot hold a secret.
@@ -237,8 +245,9 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
     // A capture that cannot be read will not appear by waiting: say so before starting.
     for b in &bindings {
         if let Source::Replay(path) = &b.source {
-            std::fs::File::open(path)
-                .with_context(|| format!("--port {b}: cannot read the capture {}", path.display()))?;
+            std::fs::File::open(path).with_context(|| {
+                format!("--port {b}: cannot read the capture {}", path.display())
+            })?;
         }
     }
     let teleperiod = match args.teleperiod {
@@ -534,7 +543,10 @@ mod tests {
             let mut a = args("x.sml");
             a.teleperiod = Some(bad);
             let e = resolve(a, None).err().unwrap().to_string();
-            assert!(e.contains("10 to 3600") && e.contains(&bad.to_string()), "{e}");
+            assert!(
+                e.contains("10 to 3600") && e.contains(&bad.to_string()),
+                "{e}"
+            );
         }
     }
 
@@ -543,7 +555,10 @@ mod tests {
         let mut a = args("x.sml");
         a.replay_speed = Some("1e-300".into());
         let e = format!("{:#}", resolve(a, None).err().unwrap());
-        assert!(e.contains("--replay-speed") && e.contains("'1e-300'"), "{e}");
+        assert!(
+            e.contains("--replay-speed") && e.contains("'1e-300'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -689,7 +704,10 @@ mod tests {
         let e = file_error("broker = \"mqtt://b\"\npassword = \"hunter2\"\n");
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("/etc/sml.toml") && e.contains("line 2"), "{e}");
-        assert!(e.contains("password-file"), "says where the password goes: {e}");
+        assert!(
+            e.contains("password-file"),
+            "says where the password goes: {e}"
+        );
         // A syntax error on a secret's line: toml's own message would quote the line.
         let e = file_error("mqtt-token = hunter2 and more\n");
         assert!(!e.contains("hunter2"), "{e}");
@@ -700,6 +718,9 @@ mod tests {
     #[test]
     fn a_config_error_on_an_ordinary_line_shows_it() {
         let e = file_error("broker = \"mqtt://b\"\nteleperiod = \"often\"\n");
-        assert!(e.contains("line 2") && e.contains("teleperiod = \"often\""), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("teleperiod = \"often\""),
+            "{e}"
+        );
     }
 }

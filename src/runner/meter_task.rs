@@ -120,7 +120,10 @@ fn report_counts(label: &str, counts: Vec<(Warning, u64)>, when: &str) {
 impl LinkDriver {
     /// How messages name the meter: with the binding as the user wrote it.
     fn label(&self) -> String {
-        format!("meter {} (--port {}={})", self.meter.index, self.meter.index, self.source)
+        format!(
+            "meter {} (--port {}={})",
+            self.meter.index, self.meter.index, self.source
+        )
     }
 
     /// Run until the link ends for good or the engine goes away.
@@ -178,7 +181,10 @@ impl LinkDriver {
                             return;
                         }
                         Ending::Dropped(why) => {
-                            if state.warnings.handle_warning(Instant::now(), Warning::Dropped) {
+                            if state
+                                .warnings
+                                .handle_warning(Instant::now(), Warning::Dropped)
+                            {
                                 warn!(
                                     "{}: link dropped: {why}; reopening in {:.1?}",
                                     self.label(),
@@ -223,10 +229,19 @@ impl LinkDriver {
                 return;
             }
         }
-        if state.warnings.handle_warning(Instant::now(), Warning::CannotOpen) {
-            warn!("{}: cannot open: {e}; retrying in {delay:.1?}", self.label());
+        if state
+            .warnings
+            .handle_warning(Instant::now(), Warning::CannotOpen)
+        {
+            warn!(
+                "{}: cannot open: {e}; retrying in {delay:.1?}",
+                self.label()
+            );
         } else {
-            debug!("{}: cannot open: {e}; retrying in {delay:.1?}", self.label());
+            debug!(
+                "{}: cannot open: {e}; retrying in {delay:.1?}",
+                self.label()
+            );
         }
     }
 
@@ -299,10 +314,16 @@ impl LinkDriver {
                     }
                 }
                 DecodeEvent::Discarded { bytes } => {
-                    debug!("{}: skipped {bytes} bytes looking for a telegram", self.label())
+                    debug!(
+                        "{}: skipped {bytes} bytes looking for a telegram",
+                        self.label()
+                    )
                 }
                 DecodeEvent::Error(e) => {
-                    if state.warnings.handle_warning(Instant::now(), Warning::Rejected) {
+                    if state
+                        .warnings
+                        .handle_warning(Instant::now(), Warning::Rejected)
+                    {
                         let s = decoder.stats();
                         warn!(
                             "{}: telegram rejected: {e} ({} CRC errors, {} rejected so far; \
