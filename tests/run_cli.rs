@@ -203,33 +203,48 @@ fn a_password_in_the_config_file_is_never_echoed() {
 /// A device that is not plugged in yet is waited for (hot-plug), and said once, not per attempt.
 #[test]
 fn a_serial_device_that_does_not_exist_is_waited_for_and_said_once() {
+    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let device = dir.path().join("ttyUSB-not-yet");
     let mut sml = Command::new(env!("CARGO_BIN_EXE_sml"))
         .current_dir(root())
-        .args(["run", "meters/sx631.sml", "--port"])
+        .args(["run", "-v", "meters/sx631.sml", "--port"])
         .arg(format!("1={}", device.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Attempts at 0, 0.5 s, 1.5 s and 3.5 s: several tries within this.
-    std::thread::sleep(Duration::from_millis(2500));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = std::io::BufReader::new(sml.stderr.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            if line.contains("still waiting") {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Two more attempts (debug lines) after the first: the device was looked for three times.
+    for _ in 0..2 {
+        rx.recv_timeout(WAIT)
+            .expect("sml keeps looking for the device");
+    }
     let term = Command::new("kill")
         .args(["-TERM", &sml.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
-    let out = sml.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "SIGTERM is a clean stop: {err}");
-    assert_eq!(
-        err.matches("waiting for it to appear").count(),
-        1,
-        "said once: {err}"
-    );
+    let status = sml.wait().unwrap();
+    let err = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop: {err}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "said once: {err}");
     assert!(
-        err.contains(&format!("--port 1={}", device.display())),
+        warnings[0].contains("waiting for it to appear")
+            && warnings[0].contains(&format!("--port 1={}", device.display())),
         "{err}"
     );
 }

@@ -197,9 +197,11 @@ fn describe_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
     let line = text[line_start..].lines().next().unwrap_or("").trim_end();
     let (key, value) = line.split_once('=').unwrap_or((line, ""));
     let key = key.trim();
+    // A URL with a user part (`mqtt://user:pw@host`) may carry a password too.
     let secret = SECRET_WORDS
         .iter()
-        .any(|w| key.to_ascii_lowercase().contains(w));
+        .any(|w| key.to_ascii_lowercase().contains(w))
+        || (value.contains("://") && value.contains('@'));
     let shown = if secret {
         let value = value.trim().trim_matches(['"', '\'']);
         if !value.is_empty() {
@@ -295,7 +297,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             let qos = match args.qos.unwrap_or(1) {
                 0 => rumqttc::QoS::AtMostOnce,
                 1 => rumqttc::QoS::AtLeastOnce,
-                q => bail!("--qos {q}: 0 or 1"),
+                q => bail!("--qos {q}: Tasmota publishes with QoS 0 or 1"),
             };
             let password = match (&args.password_file, password_env) {
                 (Some(f), _) => {
@@ -310,7 +312,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
                 bail!("a password was given (--password-file or {PASSWORD_ENV}) but no --user");
             }
             if !broker.tls && (args.ca_file.is_some() || args.cert_file.is_some()) {
-                bail!("--ca-file and --cert-file need an mqtts:// broker");
+                bail!("--ca-file and --cert-file need an mqtts:// broker (--broker mqtts://host)");
             }
             SinkConfig::Mqtt(Box::new(MqttConfig {
                 broker,
@@ -713,6 +715,8 @@ mod tests {
         assert!(!e.contains("hunter2"), "{e}");
         let e = file_error("user = \"u\"\nsecret = 'hunter2'\n");
         assert!(!e.contains("hunter2") && e.contains("line 2"), "{e}");
+        let e = file_error("broker = \"mqtt://u:hunter2@host\" x\n");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

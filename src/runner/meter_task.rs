@@ -190,6 +190,8 @@ impl LinkDriver {
                                     self.label(),
                                     state.retry.peek()
                                 );
+                            } else {
+                                debug!("{}: link dropped: {why}", self.label());
                             }
                             if !self.send(LinkEventKind::Down).await {
                                 return;
