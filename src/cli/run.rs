@@ -10,9 +10,10 @@ password comes from `--password-file` or `SML_MQTT_PASSWORD`, never from the com
 file, and is never logged: a file that cannot be parsed is quoted without the value of any line that
 may hold a secret.
 
-Exit codes: 0 when the run ended as asked (Ctrl-C, SIGTERM, the captures read and published), 2 when
-it could not start (a bad option, a missing capture), 1 when it failed while running (a task panicked,
-a link failed for good, payloads were not delivered); the reason is the last line on stderr.
+Exit codes: 0 when the run ended as asked (Ctrl-C, SIGTERM, the captures read and published); 2 when
+the options or the script are refused before the run starts (a bad option, a missing capture); 1 when
+the run fails (the broker's TLS or spool setup, a task that panicked, a link that failed for good,
+payloads that were not delivered). The reason is the last line on stderr.
 */
 
 use std::collections::BTreeMap;
@@ -450,6 +451,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 report.engine.link_drops,
                 report
                     .mqtt
+                    .as_ref()
                     .map(|m| format!(
                         ", {} payloads delivered, {} dropped, {} not delivered",
                         m.delivered, m.dropped, m.left_queued

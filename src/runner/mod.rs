@@ -84,7 +84,8 @@ pub enum RunError {
     Panicked { task: String, message: String },
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Not `Copy`: the MQTT report is to carry the broker's reason for refusing us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
     pub engine: EngineStats,
     pub mqtt: Option<MqttReport>,
