@@ -291,3 +291,25 @@ fn a_megabyte_of_noise_writes_a_few_warning_lines_not_one_per_telegram() {
         .sum();
     assert!(counted > 1000, "{err}");
 }
+
+/// The capture's last payload reaches the broker before sml exits: the MQTT sink drains first.
+#[test]
+fn a_capture_run_against_a_broker_delivers_its_last_payload_before_exiting() {
+    let port = free_port();
+    start_broker(port);
+    let seen = subscribe(port, "tele/capture/#");
+    let (code, _, err) = sml_run(&[
+        "meters/sx631.sml",
+        "--port",
+        "1=file:tests/fixtures/meters/sx631.txt",
+        "--replay-speed",
+        "max",
+        "--broker",
+        &format!("mqtt://127.0.0.1:{port}"),
+        "--topic",
+        "capture",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let got = next_on(&seen, "tele/capture/SENSOR", WAIT).payload;
+    assert!(got.contains("\"enrg_imp\":22803.012"), "{got}");
+}
