@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use common::*;
 use serialport::{SerialPort, TTYPort};
+use sml::backoff::Backoff;
 use sml::link::{Link, ReplaySpeed, Source};
-use sml::runner::meter_task::{Backoff, LinkDriver, LinkEvent, LinkEventKind};
+use sml::runner::meter_task::{LinkDriver, LinkEvent, LinkEventKind};
 use sml::script::model::{Parity, SerialSettings};
 
 const S9600: SerialSettings = SerialSettings {
@@ -250,5 +251,83 @@ fn a_meter_without_a_port_says_how_to_give_one() {
     let e = sml::runner::check_bindings(&s, &two, &line_decoders())
         .unwrap_err()
         .to_string();
-    assert!(e.contains("no meter 2"), "{e}");
+    assert!(
+        e.contains("--port 2=/dev/ttyUSB1") && e.contains("no meter 2"),
+        "{e}"
+    );
+}
+
+/// A decoder that panics on its first byte: a bug in a meter task must fail the run, not leave it
+/// running without that meter and exiting 0.
+struct PanickingDecoder;
+
+impl sml::decode::Decoder for PanickingDecoder {
+    fn handle_bytes(&mut self, _now: std::time::Instant, _bytes: &[u8]) {
+        panic!("decoder bug on purpose");
+    }
+    fn poll_event(&mut self) -> Option<sml::decode::DecodeEvent> {
+        None
+    }
+    fn stats(&self) -> sml::decode::DecodeStats {
+        Default::default()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panic_in_a_meter_task_fails_the_run_naming_the_meter() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("cap.txt");
+    std::fs::write(&capture, "1 2\n").unwrap();
+    let mut config = run_config(
+        &["a", "b"],
+        Source::Replay(capture),
+        sml::runner::SinkConfig::Recording(Default::default()),
+    );
+    config.decoders = Arc::new(|_m| Ok(Box::new(PanickingDecoder)));
+    let e = tokio::time::timeout(
+        Duration::from_secs(15),
+        sml::runner::run(config, std::future::pending()),
+    )
+    .await
+    .expect("the run ends by itself")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("meter 1") && e.contains("decoder bug on purpose"),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_capture_that_cannot_be_read_fails_its_link_quoting_the_port() {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let driver = LinkDriver {
+        meter: Arc::new(script(&["a"]).meters[0].clone()),
+        source: Source::Replay("/nonexistent/cap.txt".into()),
+        speed: ReplaySpeed::Max,
+        backoff: Backoff::default(),
+        decoders: line_decoders(),
+        events: tx,
+    };
+    tokio::spawn(driver.run());
+    let LinkEventKind::Failed(why) = next_event(&mut rx).await else {
+        panic!("Failed expected")
+    };
+    assert!(why.contains("--port 1=file:/nonexistent/cap.txt"), "{why}");
+}
+
+#[test]
+fn a_port_bound_twice_names_both_bindings() {
+    let s = script(&["a"]);
+    let two: Vec<sml::link::Binding> = ["1=/dev/ttyUSB0", "1=tcp://h:2000"]
+        .iter()
+        .map(|b| b.parse().unwrap())
+        .collect();
+    let e = sml::runner::check_bindings(&s, &two, &line_decoders())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("--port 1=/dev/ttyUSB0") && e.contains("--port 1=tcp://h:2000"),
+        "{e}"
+    );
 }

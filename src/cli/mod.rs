@@ -31,6 +31,9 @@ pub enum Command {
     /// Replay a capture's bytes through a meter of a script and print a SENSOR JSON line per telegram.
     Decode(decode::Args),
     /// Run a script: read the meters, publish SENSOR JSON on MQTT (or stdout without a broker).
+    ///
+    /// Exits 0 when stopped or when every capture was read and published, 2 when the options are
+    /// refused, 1 when the run fails (payloads not delivered, a link that failed for good).
     Run(Box<run::Args>),
 }
 

@@ -2,9 +2,18 @@
 `sml run SCRIPT --port 1=/dev/ttyUSB0 [--broker mqtt://host]`: read the meters, publish Tasmota's
 SENSOR JSON on MQTT, or on stdout without a broker.
 
-Raw flags ([`Args`]) and the TOML file (`--config`, same keys as the long flags, `[port]` as a table)
-are merged here, flags winning, and resolved into a checked [`RunConfig`]. The MQTT password comes
-from `--password-file` or `SML_MQTT_PASSWORD`, never from the command line, and is never logged.
+One struct, [`Args`], is both the flags (clap) and the TOML file (`--config`, serde: the long flags'
+names as keys, `[port]` as a table), so an option is declared once; the two are merged field by
+field in [`Args::over`], flags winning, and only then resolved into the checked [`RunConfig`] (raw
+options and resolved configuration are kept apart, as ripgrep's lowargs and hiargs). The MQTT
+password comes from `--password-file` or `SML_MQTT_PASSWORD`, never from the command line or the
+file, and is never logged: a file that cannot be parsed is quoted without the value of any line that
+may hold a secret.
+
+Exit codes: 0 when the run ended as asked (Ctrl-C, SIGTERM, the captures read and published); 2 when
+the options or the script are refused before the run starts (a bad option, a missing capture); 1 when
+the run fails (the broker's TLS or spool setup, a task that panicked, a link that failed for good,
+payloads that were not delivered). The reason is the last line on stderr.
 */
 
 use std::collections::BTreeMap;
@@ -12,29 +21,34 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use serde::Deserialize;
+use anyhow::{anyhow, bail, Context};
+use serde::{Deserialize, Deserializer};
 
+use crate::backoff::Backoff;
 use crate::engine::scheduler::{EngineConfig, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN};
 use crate::link::{Binding, ReplaySpeed, Source};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
-use crate::runner::meter_task::Backoff;
 use crate::runner::{default_decoders, RunConfig, SinkConfig};
 
 pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
 
-#[derive(Debug, Default, clap::Args)]
+/// `sml run`'s options, from the command line (clap) and from the `--config` file (serde) alike.
+/// Everything is optional here; [`resolve`] applies the defaults and checks the values.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Args {
     /// The Tasmota script (`>D ... >M ... #`); may also be given as `script` in --config.
     pub script: Option<PathBuf>,
     /// Bind meter N to its source: a serial device (`1=/dev/ttyUSB0`), a TCP serial bridge
     /// (`1=tcp://host:2000`) or a recorded capture (`1=file:capture.txt`). Repeatable.
     #[arg(long = "port", value_name = "N=SOURCE")]
+    #[serde(rename = "port", default, deserialize_with = "port_table")]
     pub ports: Vec<String>,
     /// TOML file with the same keys as the long flags (`broker = "mqtt://..."`, `[port]` table
     /// `1 = "/dev/ttyUSB0"`); flags override it. Relative paths are relative to the file.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// `mqtt://host[:port]` or `mqtts://host[:port]`; without it, SENSOR JSON goes to stdout.
     #[arg(long, value_name = "URL")]
@@ -75,8 +89,13 @@ pub struct Args {
     /// Seconds between SENSOR/STATE publications, 10..3600 (Tasmota's TelePeriod, default 300).
     #[arg(long, value_name = "SECS")]
     pub teleperiod: Option<u64>,
+    /// A meter's values are left out of SENSOR when it has sent nothing for this long, seconds
+    /// (0: never; default: chosen from the meter's own pace).
+    #[arg(long, value_name = "SECS")]
+    pub stale_after: Option<u64>,
     /// Publish the SENSOR payload on every decoded telegram, besides the teleperiod.
     #[arg(long)]
+    #[serde(default)]
     pub every_telegram: bool,
     /// Replay speed of `file:` sources: a factor of the line's byte rate (default 1) or `max`.
     #[arg(long, value_name = "FACTOR|max")]
@@ -89,94 +108,134 @@ pub struct Args {
     pub queue_size: Option<usize>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
+    #[serde(skip)]
     pub verbose: u8,
 }
 
-/// The TOML file: the long flags' names as keys.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileConfig {
-    script: Option<PathBuf>,
-    #[serde(default)]
-    port: BTreeMap<String, String>,
-    broker: Option<String>,
-    ca_file: Option<PathBuf>,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    user: Option<String>,
-    password_file: Option<PathBuf>,
-    client_id: Option<String>,
-    topic: Option<String>,
-    full_topic: Option<String>,
-    qos: Option<u8>,
-    keep_alive: Option<u64>,
-    mqtt_retry: Option<u64>,
-    teleperiod: Option<u64>,
-    every_telegram: Option<bool>,
-    replay_speed: Option<String>,
-    spool: Option<PathBuf>,
-    queue_size: Option<usize>,
+/// The file's `[port]` table (`1 = "/dev/ttyUSB0"`) as the flag's `N=SOURCE` strings.
+fn port_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let table = BTreeMap::<String, String>::deserialize(d)?;
+    Ok(table.into_iter().map(|(n, s)| format!("{n}={s}")).collect())
 }
 
-/// Flags over file, with the file's relative paths made relative to the file.
-fn merge(args: Args, file: FileConfig, base: &Path) -> anyhow::Result<Args> {
-    let rel = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base.join(p) } else { p });
-    let mut ports: Vec<String> = Vec::new();
-    for (n, source) in file.port {
-        let source = match source.strip_prefix("file:") {
-            Some(path) if Path::new(path).is_relative() => {
-                format!("file:{}", base.join(path).display())
-            }
-            _ => source,
-        };
-        ports.push(format!("{n}={source}"));
+impl Args {
+    /// These flags over `file`'s options, field by field, with the file's relative paths made
+    /// relative to the file (`base`).
+    fn over(self, file: Args, base: &Path) -> Args {
+        let rel = |p: Option<PathBuf>| p.map(|p| if p.is_relative() { base.join(p) } else { p });
+        // A meter bound on the command line replaces its binding from the file.
+        let meter_of = |p: &String| p.split_once('=').map(|(n, _)| n.trim().to_string());
+        let flag_meters: Vec<String> = self.ports.iter().filter_map(meter_of).collect();
+        let mut ports: Vec<String> = file
+            .ports
+            .into_iter()
+            .filter(|p| meter_of(p).is_none_or(|n| !flag_meters.contains(&n)))
+            .map(|p| match p.split_once("=file:") {
+                Some((n, path)) if Path::new(path).is_relative() => {
+                    format!("{n}=file:{}", base.join(path).display())
+                }
+                _ => p,
+            })
+            .collect();
+        ports.extend(self.ports);
+        Args {
+            script: self.script.or(rel(file.script)),
+            ports,
+            config: None,
+            broker: self.broker.or(file.broker),
+            ca_file: self.ca_file.or(rel(file.ca_file)),
+            cert_file: self.cert_file.or(rel(file.cert_file)),
+            key_file: self.key_file.or(rel(file.key_file)),
+            user: self.user.or(file.user),
+            password_file: self.password_file.or(rel(file.password_file)),
+            client_id: self.client_id.or(file.client_id),
+            topic: self.topic.or(file.topic),
+            full_topic: self.full_topic.or(file.full_topic),
+            qos: self.qos.or(file.qos),
+            keep_alive: self.keep_alive.or(file.keep_alive),
+            mqtt_retry: self.mqtt_retry.or(file.mqtt_retry),
+            teleperiod: self.teleperiod.or(file.teleperiod),
+            stale_after: self.stale_after.or(file.stale_after),
+            // A switch: on when either turns it on.
+            every_telegram: self.every_telegram || file.every_telegram,
+            replay_speed: self.replay_speed.or(file.replay_speed),
+            spool: self.spool.or(rel(file.spool)),
+            queue_size: self.queue_size.or(file.queue_size),
+            verbose: self.verbose,
+        }
     }
-    // A meter bound on the command line replaces its binding from the file.
-    let cli_meters: Vec<String> = args
-        .ports
-        .iter()
-        .filter_map(|p| p.split_once('=').map(|(n, _)| n.trim().to_string()))
-        .collect();
-    ports.retain(|p| {
-        !cli_meters
-            .iter()
-            .any(|n| p.split_once('=').is_some_and(|(m, _)| m == n))
-    });
-    ports.extend(args.ports);
-    Ok(Args {
-        script: args.script.or(rel(file.script)),
-        ports,
-        config: None,
-        broker: args.broker.or(file.broker),
-        ca_file: args.ca_file.or(rel(file.ca_file)),
-        cert_file: args.cert_file.or(rel(file.cert_file)),
-        key_file: args.key_file.or(rel(file.key_file)),
-        user: args.user.or(file.user),
-        password_file: args.password_file.or(rel(file.password_file)),
-        client_id: args.client_id.or(file.client_id),
-        topic: args.topic.or(file.topic),
-        full_topic: args.full_topic.or(file.full_topic),
-        qos: args.qos.or(file.qos),
-        keep_alive: args.keep_alive.or(file.keep_alive),
-        mqtt_retry: args.mqtt_retry.or(file.mqtt_retry),
-        teleperiod: args.teleperiod.or(file.teleperiod),
-        every_telegram: args.every_telegram || file.every_telegram.unwrap_or(false),
-        replay_speed: args.replay_speed.or(file.replay_speed),
-        spool: args.spool.or(rel(file.spool)),
-        queue_size: args.queue_size.or(file.queue_size),
-        verbose: args.verbose,
-    })
 }
 
-fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn load_file(path: &Path) -> anyhow::Result<Args> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid sml configuration", path.display()))
+    toml::from_str(&text).map_err(|e| anyhow!(describe_toml_error(path, &text, &e)))
 }
 
-/// Resolve merged flags into what the run loop needs; the password is read from `password`.
-fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<(PathBuf, RunConfig)> {
+/// Key names that may hold a secret: their lines are never quoted.
+const SECRET_WORDS: [&str; 7] = [
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "credential",
+    "auth",
+];
+
+/// toml's own message quotes the offending line, which may be `password = "..."`: this one says
+/// where and what, and shows the line only when its key cannot hold a secret.
+fn describe_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let file = path.display();
+    let mut message = e.message().trim().replace('\n', "; ");
+    let Some(span) = e.span() else {
+        return format!("{file} is not a valid sml configuration: {message}");
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("").trim_end();
+    let (key, value) = line.split_once('=').unwrap_or((line, ""));
+    let key = key.trim();
+    // A URL with a user part (`mqtt://user:pw@host`) may carry a password too.
+    let secret = SECRET_WORDS
+        .iter()
+        .any(|w| key.to_ascii_lowercase().contains(w))
+        || (value.contains("://") && value.contains('@'));
+    let shown = if secret {
+        let value = value.trim().trim_matches(['"', '\'']);
+        if !value.is_empty() {
+            message = message.replace(value, "<not shown>");
+        }
+        format!("{key} = <not shown: it may be a secret>")
+    } else {
+        line.to_string()
+    };
+    let mut out = format!(
+        "{file} is not a valid sml configuration: line {line_no}, column {column}: {message}\n  \
+         {line_no} | {shown}"
+    );
+    if secret && key.to_ascii_lowercase().contains("pass") && key != "password-file" {
+        out.push_str(&format!(
+            "\nThe MQTT password is never kept in this file: put it in a file of its own \
+             (`password-file = \"...\"`) or in the {PASSWORD_ENV} environment variable."
+        ));
+    }
+    out
+}
+
+/// The checked configuration (ripgrep's hiargs): the script still to be read, and the run.
+pub struct Resolved {
+    pub script_path: PathBuf,
+    pub run: RunConfig,
+    /// `--stale-after`: `None` = auto, `Some(0)` = never, else seconds.
+    // lead: map onto `EngineConfig.stale_after` (StaleAfter::{Auto, Never, After}) in `resolve`.
+    pub stale_after: Option<u64>,
+}
+
+/// Resolve merged options into what the run loop needs; `password_env` is SML_MQTT_PASSWORD.
+fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved> {
     let Some(script_path) = args.script.clone() else {
         bail!("no script given: sml run SCRIPT --port 1=/dev/ttyUSB0 (or `script = \"...\"` in --config)");
     };
@@ -186,6 +245,14 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<(PathBuf,
         .map(|p| p.parse::<Binding>())
         .collect::<Result<Vec<_>, _>>()
         .context("--port")?;
+    // A capture that cannot be read will not appear by waiting: say so before starting.
+    for b in &bindings {
+        if let Source::Replay(path) = &b.source {
+            std::fs::File::open(path).with_context(|| {
+                format!("--port {b}: cannot read the capture {}", path.display())
+            })?;
+        }
+    }
     let teleperiod = match args.teleperiod {
         None => TELEPERIOD_DEFAULT,
         Some(s) => {
@@ -231,7 +298,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<(PathBuf,
             let qos = match args.qos.unwrap_or(1) {
                 0 => rumqttc::QoS::AtMostOnce,
                 1 => rumqttc::QoS::AtLeastOnce,
-                q => bail!("--qos {q}: 0 or 1"),
+                q => bail!("--qos {q}: Tasmota publishes with QoS 0 or 1"),
             };
             let password = match (&args.password_file, password_env) {
                 (Some(f), _) => {
@@ -246,7 +313,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<(PathBuf,
                 bail!("a password was given (--password-file or {PASSWORD_ENV}) but no --user");
             }
             if !broker.tls && (args.ca_file.is_some() || args.cert_file.is_some()) {
-                bail!("--ca-file and --cert-file need an mqtts:// broker");
+                bail!("--ca-file and --cert-file need an mqtts:// broker (--broker mqtts://host)");
             }
             SinkConfig::Mqtt(Box::new(MqttConfig {
                 broker,
@@ -287,7 +354,11 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<(PathBuf,
         sink,
         decoders: default_decoders(),
     };
-    Ok((script_path, config))
+    Ok(Resolved {
+        script_path,
+        run: config,
+        stale_after: args.stale_after,
+    })
 }
 
 /// Tasmota's %topic% default off the ESP: the script's name (`meters/sx631.sml` -> `sx631`).
@@ -333,11 +404,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => {
             let file = load_file(&path)?;
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-            merge(args, file, &base)?
+            args.over(file, &base)
         }
         None => args,
     };
-    let (script_path, mut config) = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
+    let Resolved {
+        script_path,
+        run: mut config,
+        stale_after: _,
+    } = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
     let shown = script_path.display().to_string();
     let source = std::fs::read(&script_path).with_context(|| format!("reading {shown}"))?;
     let compiled = crate::script::compile(&source);
@@ -359,37 +434,42 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     crate::runner::check_bindings(&config.script, &config.bindings, &config.decoders)?;
-    for b in &config.bindings {
-        if let Source::Serial(p) = &b.source {
-            if !p.exists() {
-                tracing::warn!(
-                    "meter {}: {} does not exist (yet); sml keeps trying",
-                    b.meter,
-                    p.display()
-                );
-            }
-        }
-    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let report = rt.block_on(crate::runner::run(config, shutdown_signal()))?;
-    tracing::info!(
-        "{} telegrams, {} teleperiods, {} link drops{}",
-        report.engine.telegrams,
-        report.engine.teleperiods,
-        report.engine.link_drops,
-        report
-            .mqtt
-            .map(|m| format!(
-                ", {} payloads delivered, {} dropped",
-                m.delivered, m.dropped
-            ))
-            .unwrap_or_default()
-    );
-    Ok(ExitCode::SUCCESS)
+    let outcome = rt.block_on(crate::runner::run(config, shutdown_signal()));
+    // Whatever a task left running stops here, before the verdict is printed.
+    drop(rt);
+    let failure = match outcome {
+        Ok(report) => {
+            tracing::info!(
+                "{} telegrams, {} teleperiods, {} link drops{}",
+                report.engine.telegrams,
+                report.engine.teleperiods,
+                report.engine.link_drops,
+                report
+                    .mqtt
+                    .as_ref()
+                    .map(|m| format!(
+                        ", {} payloads delivered, {} dropped, {} not delivered",
+                        m.delivered, m.dropped, m.left_queued
+                    ))
+                    .unwrap_or_default()
+            );
+            report.failure()
+        }
+        Err(e) => Some(e.to_string()),
+    };
+    match failure {
+        None => Ok(ExitCode::SUCCESS),
+        Some(reason) => {
+            // Last on stderr, after every log line: the first thing a user reads.
+            eprintln!("sml: error: {reason}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
@@ -411,11 +491,28 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn args(script: &str) -> Args {
         Args {
             script: Some(script.into()),
             ..Default::default()
+        }
+    }
+
+    fn mqtt(r: Resolved) -> Box<MqttConfig> {
+        match r.run.sink {
+            SinkConfig::Mqtt(m) => m,
+            _ => panic!("MQTT expected"),
+        }
+    }
+
+    /// The flags as clap parses them, through the real `sml` command line.
+    fn parse(line: &[&str]) -> Args {
+        let cli = crate::cli::Cli::try_parse_from(line).unwrap();
+        match cli.command {
+            crate::cli::Command::Run(a) => *a,
+            _ => panic!("run expected"),
         }
     }
 
@@ -426,25 +523,22 @@ mod tests {
         a.broker = Some("mqtt://127.0.0.1:1884".into());
         a.topic = Some("myelectricmeter".into());
         a.full_topic = Some("home1/%prefix%/%topic%/".into());
-        let (_, c) = resolve(a, None).unwrap();
-        let SinkConfig::Mqtt(m) = c.sink else {
-            panic!("MQTT expected")
-        };
+        let r = resolve(a, None).unwrap();
+        assert_eq!(r.run.engine.teleperiod, TELEPERIOD_DEFAULT);
+        let m = mqtt(r);
         assert_eq!(m.topics.sensor, "home1/tele/myelectricmeter/SENSOR");
         assert_eq!(m.client_id, "sml-myelectricmeter");
         assert_eq!(m.qos, rumqttc::QoS::AtLeastOnce);
-        assert_eq!(c.engine.teleperiod, TELEPERIOD_DEFAULT);
     }
 
     #[test]
     fn the_topic_defaults_to_the_scripts_name() {
         let mut a = args("meters/sx631.sml");
         a.broker = Some("mqtt://localhost".into());
-        let (_, c) = resolve(a, None).unwrap();
-        let SinkConfig::Mqtt(m) = c.sink else {
-            panic!()
-        };
-        assert_eq!(m.topics.sensor, "tele/sx631/SENSOR");
+        assert_eq!(
+            mqtt(resolve(a, None).unwrap()).topics.sensor,
+            "tele/sx631/SENSOR"
+        );
     }
 
     #[test]
@@ -453,8 +547,38 @@ mod tests {
             let mut a = args("x.sml");
             a.teleperiod = Some(bad);
             let e = resolve(a, None).err().unwrap().to_string();
-            assert!(e.contains("10 to 3600"), "{e}");
+            assert!(
+                e.contains("10 to 3600") && e.contains(&bad.to_string()),
+                "{e}"
+            );
         }
+    }
+
+    #[test]
+    fn a_replay_speed_that_would_overflow_the_clock_is_refused_quoting_it() {
+        let mut a = args("x.sml");
+        a.replay_speed = Some("1e-300".into());
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(
+            e.contains("--replay-speed") && e.contains("'1e-300'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_capture_is_refused_before_the_run_quoting_the_port() {
+        let mut a = args("x.sml");
+        a.ports = vec!["1=file:/nonexistent/missing.txt".into()];
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(e.contains("--port 1=file:/nonexistent/missing.txt"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_port_is_quoted_as_written() {
+        let mut a = args("x.sml");
+        a.ports = vec!["one=/dev/ttyUSB0".into()];
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(e.contains("'one=/dev/ttyUSB0'"), "{e}");
     }
 
     #[test]
@@ -466,10 +590,7 @@ mod tests {
         let mut a = args("x.sml");
         a.broker = Some("mqtt://localhost".into());
         a.user = Some("u".into());
-        let (_, c) = resolve(a, Some("pw".into())).unwrap();
-        let SinkConfig::Mqtt(m) = c.sink else {
-            panic!()
-        };
+        let m = mqtt(resolve(a, Some("pw".into())).unwrap());
         assert_eq!(m.password.unwrap().expose(), "pw");
     }
 
@@ -486,39 +607,126 @@ mod tests {
 
     #[test]
     fn the_config_file_gives_defaults_and_flags_win() {
-        let file: FileConfig = toml::from_str(
+        let file: Args = toml::from_str(
             r#"
             script = "meters/sx631.sml"
             broker = "mqtt://broker:1883"
             topic = "fromfile"
             teleperiod = 60
+            stale-after = 0
             every-telegram = true
             [port]
             1 = "/dev/ttyUSB0"
             2 = "file:cap.txt"
+            3 = "file:caps/three.txt"
             "#,
         )
         .unwrap();
-        let mut a = Args {
-            topic: Some("fromflag".into()),
-            ports: vec!["2=tcp://h:2000".into()],
-            ..Default::default()
-        };
-        a.teleperiod = None;
-        let m = merge(a, file, Path::new("/etc/sml")).unwrap();
+        let flags = parse(&[
+            "sml",
+            "run",
+            "--topic",
+            "fromflag",
+            "--port",
+            "2=tcp://h:2000",
+            "--stale-after",
+            "90",
+        ]);
+        let m = flags.over(file, Path::new("/etc/sml"));
         assert_eq!(m.script, Some(PathBuf::from("/etc/sml/meters/sx631.sml")));
         assert_eq!(m.topic.as_deref(), Some("fromflag"));
+        assert_eq!(m.broker.as_deref(), Some("mqtt://broker:1883"));
         assert_eq!(m.teleperiod, Some(60));
+        assert_eq!(m.stale_after, Some(90));
         assert!(m.every_telegram);
         assert_eq!(
             m.ports,
-            vec!["1=/dev/ttyUSB0".to_string(), "2=tcp://h:2000".to_string()]
+            vec![
+                "1=/dev/ttyUSB0".to_string(),
+                "3=file:/etc/sml/caps/three.txt".to_string(),
+                "2=tcp://h:2000".to_string()
+            ]
         );
     }
 
     #[test]
+    fn every_long_flag_is_also_a_key_of_the_config_file() {
+        let file: Args = toml::from_str(
+            r#"
+            script = "s.sml"
+            broker = "mqtts://b:8883"
+            ca-file = "ca.pem"
+            cert-file = "c.pem"
+            key-file = "k.pem"
+            user = "u"
+            password-file = "pw"
+            client-id = "c"
+            topic = "t"
+            full-topic = "%prefix%/%topic%/"
+            qos = 0
+            keep-alive = 60
+            mqtt-retry = 20
+            teleperiod = 10
+            stale-after = 30
+            every-telegram = false
+            replay-speed = "max"
+            spool = "spool"
+            queue-size = 5
+            [port]
+            1 = "/dev/ttyUSB0"
+            "#,
+        )
+        .unwrap();
+        let m = Args::default().over(file, Path::new("/b"));
+        assert_eq!(m.ca_file, Some(PathBuf::from("/b/ca.pem")));
+        assert_eq!(m.password_file, Some(PathBuf::from("/b/pw")));
+        assert_eq!(m.spool, Some(PathBuf::from("/b/spool")));
+        assert_eq!(
+            (m.qos, m.keep_alive, m.mqtt_retry, m.queue_size),
+            (Some(0), Some(60), Some(20), Some(5))
+        );
+        assert_eq!(m.replay_speed.as_deref(), Some("max"));
+        assert_eq!(m.stale_after, Some(30));
+    }
+
+    #[test]
     fn unknown_keys_in_the_config_file_are_errors() {
-        assert!(toml::from_str::<FileConfig>("brokr = \"x\"").is_err());
-        assert!(toml::from_str::<FileConfig>("password = \"x\"").is_err());
+        assert!(toml::from_str::<Args>("brokr = \"x\"").is_err());
+        assert!(toml::from_str::<Args>("password = \"x\"").is_err());
+        // Flags that only make sense on the command line are not keys.
+        assert!(toml::from_str::<Args>("config = \"x\"").is_err());
+        assert!(toml::from_str::<Args>("verbose = 1").is_err());
+    }
+
+    fn file_error(text: &str) -> String {
+        let e = toml::from_str::<Args>(text).unwrap_err();
+        describe_toml_error(Path::new("/etc/sml.toml"), text, &e)
+    }
+
+    #[test]
+    fn a_config_error_never_quotes_a_password() {
+        let e = file_error("broker = \"mqtt://b\"\npassword = \"hunter2\"\n");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("/etc/sml.toml") && e.contains("line 2"), "{e}");
+        assert!(
+            e.contains("password-file"),
+            "says where the password goes: {e}"
+        );
+        // A syntax error on a secret's line: toml's own message would quote the line.
+        let e = file_error("mqtt-token = hunter2 and more\n");
+        assert!(!e.contains("hunter2"), "{e}");
+        let e = file_error("user = \"u\"\nsecret = 'hunter2'\n");
+        assert!(!e.contains("hunter2") && e.contains("line 2"), "{e}");
+        let e = file_error("broker = \"mqtt://u:hunter2@host\" x\n");
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_config_error_on_an_ordinary_line_shows_it() {
+        let e = file_error("broker = \"mqtt://b\"\nteleperiod = \"often\"\n");
+        assert!(
+            e.contains("line 2") && e.contains("teleperiod = \"often\""),
+            "{e}"
+        );
     }
 }

@@ -69,8 +69,17 @@ impl ReplayLink {
                 let slice = ((rate * SLICE.as_secs_f64()) as usize)
                     .max(1)
                     .min(remaining);
-                let due_at =
-                    self.started + Duration::from_secs_f64((self.pos + slice) as f64 / rate);
+                // Checked: a rate so slow that the next byte is due beyond the clock's range is an
+                // error, not a panic (`--replay-speed` is validated, this is the last line).
+                let due_at = Duration::try_from_secs_f64((self.pos + slice) as f64 / rate)
+                    .ok()
+                    .and_then(|d| self.started.checked_add(d))
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("a byte rate of {rate} bytes/s is too slow to replay"),
+                        )
+                    })?;
                 tokio::time::sleep_until(due_at).await;
                 let due = (self.started.elapsed().as_secs_f64() * rate) as usize;
                 due.saturating_sub(self.pos)
@@ -111,5 +120,18 @@ mod tests {
         assert_eq!(byte_rate(&s(9600, 8, Parity::None, 1)), 960.0);
         assert_eq!(byte_rate(&s(300, 7, Parity::Even, 1)), 30.0);
         assert_eq!(byte_rate(&s(2400, 8, Parity::Even, 1)), 2400.0 / 11.0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_rate_too_slow_for_the_clock_is_an_error_not_a_panic() {
+        let mut link = ReplayLink {
+            data: vec![1, 2, 3],
+            pos: 0,
+            started: Instant::now(),
+            bytes_per_sec: Some(960.0 * 1e-300),
+        };
+        let e = link.read(&mut [0u8; 8]).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("too slow"), "{e}");
     }
 }

@@ -1,8 +1,9 @@
 /*!
 A serial port (USB adapter, on-board UART, pseudo-terminal) opened with the meter's framing and
 driven by tokio's `AsyncFd`: the fd is non-blocking and registered with the runtime's reactor, so a
-port costs no thread. Reads and writes go straight to `read(2)`/`write(2)`: `TTYPort`'s own `Read`
-impl polls with a timeout first, which is what a blocking program wants and a reactor does not.
+port costs no thread. Reads and writes go straight to `read(2)`/`write(2)` (through `nix`, so without
+`unsafe`): `TTYPort`'s own `Read` impl polls with a timeout first, which is what a blocking program
+wants and a reactor does not.
 */
 
 use std::io;
@@ -92,30 +93,16 @@ fn data_bits(bits: u8) -> DataBits {
 }
 
 fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an fd we own; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
 }
 
 fn sys_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(nix::unistd::read(fd, buf)?)
 }
 
 fn sys_write(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    // SAFETY: `bytes` is valid for `bytes.len()` bytes of reads.
-    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(nix::unistd::write(fd, bytes)?)
 }

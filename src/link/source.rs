@@ -35,6 +35,11 @@ pub enum ReplaySpeed {
     Max,
 }
 
+/// Replay factors accepted: slower than 1/1000 never ends in practice, faster than a million times
+/// is what `max` is for; outside, the replay's timing arithmetic leaves the clock's range.
+pub const MIN_FACTOR: f64 = 0.001;
+pub const MAX_FACTOR: f64 = 1_000_000.0;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     #[error(
@@ -47,7 +52,10 @@ pub enum SourceError {
     BadTcp(String),
     #[error("'{0}': no path given")]
     Empty(String),
-    #[error("'{0}': expected 'max' or a positive speed factor such as 1 or 10")]
+    #[error(
+        "'{0}': expected 'max' or a speed factor from {MIN_FACTOR} to {MAX_FACTOR} such as 1 (as the \
+         meter sent it) or 10"
+    )]
     BadSpeed(String),
 }
 
@@ -97,6 +105,13 @@ impl fmt::Display for Source {
     }
 }
 
+impl fmt::Display for Binding {
+    /// As the user writes it after `--port`: `1=/dev/ttyUSB0`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.meter, self.source)
+    }
+}
+
 impl FromStr for Binding {
     type Err = SourceError;
 
@@ -126,7 +141,7 @@ impl FromStr for ReplaySpeed {
             return Ok(ReplaySpeed::Max);
         }
         match s.trim_end_matches('x').parse::<f64>() {
-            Ok(f) if f.is_finite() && f > 0.0 => Ok(if f == 1.0 {
+            Ok(f) if (MIN_FACTOR..=MAX_FACTOR).contains(&f) => Ok(if f == 1.0 {
                 ReplaySpeed::RealTime
             } else {
                 ReplaySpeed::Factor(f)
@@ -209,6 +224,12 @@ mod tests {
             ReplaySpeed::Factor(10.0)
         );
         assert!("0".parse::<ReplaySpeed>().is_err());
+        assert!("0.001".parse::<ReplaySpeed>().is_ok());
+        assert!("1000000".parse::<ReplaySpeed>().is_ok());
+        for bad in ["1e-300", "1e300", "inf", "NaN", "-1"] {
+            let e = bad.parse::<ReplaySpeed>().unwrap_err().to_string();
+            assert!(e.contains(&format!("'{bad}'")), "{e}");
+        }
         assert!("fast".parse::<ReplaySpeed>().is_err());
     }
 }

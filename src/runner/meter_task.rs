@@ -4,22 +4,28 @@ The meter task: one tokio task per meter, the thin I/O adapter around the meter'
 deadline, feeds bytes with `handle_bytes(now, ..)`, drains `poll_event`, writes what `poll_transmit`
 gives, and sends telegrams to the engine over a channel.
 
-A link that drops (pty closed, USB unplugged, bridge restarted) is reopened with exponential backoff,
-and the engine is told, so the meter's values are not republished as if fresh. A fresh decoder is
-made for every connection: half a telegram from before the drop must not be glued to the next one.
+A link that drops (pty closed, USB unplugged, bridge restarted) is reopened with the one reconnect
+policy ([`crate::backoff`]), and the engine is told, so the meter's values are not republished as if
+fresh. A fresh decoder is made for every connection: half a telegram from before the drop must not be
+glued to the next one. A serial device that is not there (yet) is waited for, said once.
+
+This is the only place where bytes meet a decoder (`link/` knows no protocol), and the only place
+that warns about a meter's bytes: its warnings go through a [`WarnLimiter`], so a meter sending
+noise writes one line and then a count a minute, not a line per rejected telegram.
 */
 
-use crate::script::model::MeterIndex;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant as TokioInstant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+use super::warn_limit::{WarnLimiter, WARN_PERIOD};
+use crate::backoff::{Backoff, Retry};
 use crate::decode::{DecodeEvent, Decoder, Telegram, UnsupportedMeter};
 use crate::link::{Link, ReplaySpeed, Source};
-use crate::script::model::Meter;
+use crate::script::model::{Meter, MeterIndex};
 
 /// Builds the decoder of a meter ([`crate::decode::decoder_for`] outside tests).
 pub type DecoderFactory =
@@ -30,7 +36,7 @@ pub type DecoderFactory =
 pub struct LinkEvent {
     pub meter: MeterIndex,
     /// When the bytes that completed the event were read.
-    pub at: std::time::Instant,
+    pub at: Instant,
     pub kind: LinkEventKind,
 }
 
@@ -43,20 +49,26 @@ pub enum LinkEventKind {
     Down,
     /// The link ended for good (a finished replay).
     Ended,
+    /// The link cannot work and waiting will not help (a capture that cannot be read): the run
+    /// fails with this reason, which quotes the user's `--port`.
+    Failed(String),
 }
 
-/// Reconnect delays: doubling from `first` up to `cap`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub first: Duration,
-    pub cap: Duration,
+/// The warnings a meter task rate-limits, each kind on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Warning {
+    CannotOpen,
+    Dropped,
+    Rejected,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            first: Duration::from_millis(500),
-            cap: Duration::from_secs(30),
+impl Warning {
+    /// How a count of them reads: "12 more {telegrams rejected}".
+    fn plural(self) -> &'static str {
+        match self {
+            Warning::CannotOpen => "failed opens",
+            Warning::Dropped => "link drops",
+            Warning::Rejected => "telegrams rejected",
         }
     }
 }
@@ -76,58 +88,111 @@ enum Ending {
     Dropped(String),
     /// For good (replay finished).
     Finished,
+    /// Failed for good (a replay that cannot go on).
+    Failed(String),
     /// Nobody listens any more (shutdown).
     EngineGone,
 }
 
+/// The state of one meter task besides the link: its reconnect delays and its warnings.
+struct TaskState {
+    label: String,
+    retry: Retry,
+    warnings: WarnLimiter<Warning>,
+    /// "Waiting for the device" was said and the device has not appeared since.
+    waiting_said: bool,
+}
+
+impl Drop for TaskState {
+    /// The counts still held back are told however the task ends: finished, or aborted at shutdown.
+    fn drop(&mut self) {
+        report_counts(&self.label, self.warnings.flush(), "before it stopped");
+    }
+}
+
+/// Log the counts of warnings held back.
+fn report_counts(label: &str, counts: Vec<(Warning, u64)>, when: &str) {
+    for (kind, n) in counts {
+        warn!("{label}: {n} more {} {when}", kind.plural());
+    }
+}
+
 impl LinkDriver {
+    /// How messages name the meter: with the binding as the user wrote it.
+    fn label(&self) -> String {
+        format!(
+            "meter {} (--port {}={})",
+            self.meter.index, self.meter.index, self.source
+        )
+    }
+
     /// Run until the link ends for good or the engine goes away.
     pub async fn run(self) {
-        let index = self.meter.index;
-        let mut delay = self.backoff.first;
+        let mut state = TaskState {
+            label: self.label(),
+            retry: self.backoff.retry(),
+            warnings: WarnLimiter::new(WARN_PERIOD),
+            waiting_said: false,
+        };
+        self.run_links(&mut state).await;
+    }
+
+    async fn run_links(&self, state: &mut TaskState) {
         loop {
             match Link::open(&self.source, &self.meter.serial, self.speed).await {
                 // A capture that cannot be read will not appear by waiting.
                 Err(e) if matches!(self.source, Source::Replay(_)) => {
-                    error!(meter = index, "{e}");
-                    self.send(LinkEventKind::Ended).await;
+                    self.send(LinkEventKind::Failed(format!("{}: {e}", self.label())))
+                        .await;
                     return;
                 }
-                Err(e) => warn!(
-                    meter = index,
-                    "cannot open {}: {e}; retrying in {:.1?}", self.source, delay
-                ),
+                Err(e) => self.cannot_open(state, &e),
                 Ok(mut link) => {
-                    info!(
-                        meter = index,
-                        "link {} open ({})", self.source, self.meter.serial
-                    );
+                    if state.waiting_said {
+                        info!("{}: {} has appeared", self.label(), self.source);
+                        state.waiting_said = false;
+                    }
+                    info!("{}: open ({})", self.label(), self.meter.serial);
                     let decoder = match (self.decoders)(&self.meter) {
                         Ok(d) => d,
                         Err(e) => {
-                            warn!(meter = index, "{e}");
+                            self.send(LinkEventKind::Failed(format!("{}: {e}", self.label())))
+                                .await;
                             return;
                         }
                     };
                     if !self.send(LinkEventKind::Up).await {
                         return;
                     }
-                    let (ending, got_bytes) = self.run_connection(&mut link, decoder).await;
+                    let (ending, got_bytes) = self.run_connection(&mut link, decoder, state).await;
                     if got_bytes {
-                        delay = self.backoff.first;
+                        state.retry.reset();
                     }
                     match ending {
                         Ending::EngineGone => return,
                         Ending::Finished => {
-                            info!(meter = index, "{} finished", self.source);
+                            info!("{}: capture finished", self.label());
                             self.send(LinkEventKind::Ended).await;
                             return;
                         }
+                        Ending::Failed(why) => {
+                            self.send(LinkEventKind::Failed(format!("{}: {why}", self.label())))
+                                .await;
+                            return;
+                        }
                         Ending::Dropped(why) => {
-                            warn!(
-                                meter = index,
-                                "link {} dropped: {why}; reopening in {:.1?}", self.source, delay
-                            );
+                            if state
+                                .warnings
+                                .handle_warning(Instant::now(), Warning::Dropped)
+                            {
+                                warn!(
+                                    "{}: link dropped: {why}; reopening in {:.1?}",
+                                    self.label(),
+                                    state.retry.peek()
+                                );
+                            } else {
+                                debug!("{}: link dropped: {why}", self.label());
+                            }
                             if !self.send(LinkEventKind::Down).await {
                                 return;
                             }
@@ -136,17 +201,56 @@ impl LinkDriver {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(state.retry.next_delay()) => {}
                 _ = self.events.closed() => return,
             }
-            delay = (delay * 2).min(self.backoff.cap);
+            // The backoff's cap is below the warning period: counts come at most that late.
+            let due = state.warnings.handle_timeout(Instant::now());
+            report_counts(&state.label, due, "in the last minute");
+        }
+    }
+
+    /// An open that failed: a device that is not there is waited for (hot-plug) and said once;
+    /// anything else is a rate-limited warning.
+    fn cannot_open(&self, state: &mut TaskState, e: &crate::link::LinkError) {
+        let delay = state.retry.peek();
+        if let Source::Serial(path) = &self.source {
+            if !path.exists() {
+                if !state.waiting_said {
+                    state.waiting_said = true;
+                    warn!(
+                        "{}: {} does not exist; waiting for it to appear (sml looks again at \
+                         least every {:.0?})",
+                        self.label(),
+                        path.display(),
+                        self.backoff.cap.max(self.backoff.first)
+                    );
+                } else {
+                    debug!("{}: still waiting for {}", self.label(), path.display());
+                }
+                return;
+            }
+        }
+        if state
+            .warnings
+            .handle_warning(Instant::now(), Warning::CannotOpen)
+        {
+            warn!(
+                "{}: cannot open: {e}; retrying in {delay:.1?}",
+                self.label()
+            );
+        } else {
+            debug!(
+                "{}: cannot open: {e}; retrying in {delay:.1?}",
+                self.label()
+            );
         }
     }
 
     async fn send(&self, kind: LinkEventKind) -> bool {
         let ev = LinkEvent {
             meter: self.meter.index,
-            at: std::time::Instant::now(),
+            at: Instant::now(),
             kind,
         };
         self.events.send(ev).await.is_ok()
@@ -157,26 +261,24 @@ impl LinkDriver {
         &self,
         link: &mut Link,
         mut decoder: Box<dyn Decoder>,
+        state: &mut TaskState,
     ) -> (Ending, bool) {
         let mut buf = vec![0u8; 4096];
         let mut got_bytes = false;
         loop {
-            while let Some(request) = decoder.poll_transmit(std::time::Instant::now()) {
-                debug!(
-                    meter = self.meter.index,
-                    "sending {} request bytes",
-                    request.len()
-                );
+            while let Some(request) = decoder.poll_transmit(Instant::now()) {
+                debug!("{}: sending {} request bytes", self.label(), request.len());
                 if let Err(e) = link.write_all(&request).await {
                     return (Ending::Dropped(format!("write: {e}")), got_bytes);
                 }
             }
             let deadline = decoder.poll_timeout().map(TokioInstant::from_std);
+            let counts_due = state.warnings.poll_timeout().map(TokioInstant::from_std);
             tokio::select! {
                 read = link.read(&mut buf) => match read {
                     Ok(0) if link.ends_for_good() => {
                         decoder.handle_end();
-                        if !self.drain(decoder.as_mut()).await {
+                        if !self.drain(decoder.as_mut(), state).await {
                             return (Ending::EngineGone, got_bytes);
                         }
                         return (Ending::Finished, got_bytes);
@@ -184,23 +286,28 @@ impl LinkDriver {
                     Ok(0) => return (Ending::Dropped("closed by the other end".into()), got_bytes),
                     Ok(n) => {
                         got_bytes = true;
-                        decoder.handle_bytes(std::time::Instant::now(), &buf[..n]);
+                        decoder.handle_bytes(Instant::now(), &buf[..n]);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // A replay's error (its timing) is not cured by reopening it.
+                    Err(e) if link.ends_for_good() => return (Ending::Failed(e.to_string()), got_bytes),
                     Err(e) => return (Ending::Dropped(e.to_string()), got_bytes),
                 },
-                _ = sleep_until_opt(deadline) => decoder.handle_timeout(std::time::Instant::now()),
+                _ = sleep_until_opt(deadline) => decoder.handle_timeout(Instant::now()),
+                _ = sleep_until_opt(counts_due) => {
+                    let due = state.warnings.handle_timeout(Instant::now());
+                    report_counts(&state.label, due, "in the last minute");
+                }
                 _ = self.events.closed() => return (Ending::EngineGone, got_bytes),
             }
-            if !self.drain(decoder.as_mut()).await {
+            if !self.drain(decoder.as_mut(), state).await {
                 return (Ending::EngineGone, got_bytes);
             }
         }
     }
 
     /// Pass the decoder's events on; false when the engine is gone.
-    async fn drain(&self, decoder: &mut dyn Decoder) -> bool {
-        let meter = self.meter.index;
+    async fn drain(&self, decoder: &mut dyn Decoder, state: &mut TaskState) -> bool {
         while let Some(ev) = decoder.poll_event() {
             match ev {
                 DecodeEvent::Telegram(t) => {
@@ -209,16 +316,27 @@ impl LinkDriver {
                     }
                 }
                 DecodeEvent::Discarded { bytes } => {
-                    debug!(meter, "skipped {bytes} bytes looking for a telegram")
+                    debug!(
+                        "{}: skipped {bytes} bytes looking for a telegram",
+                        self.label()
+                    )
                 }
                 DecodeEvent::Error(e) => {
-                    let s = decoder.stats();
-                    warn!(
-                        meter,
-                        "telegram rejected: {e} ({} CRC errors, {} rejected so far)",
-                        s.crc_errors,
-                        s.rejected
-                    );
+                    if state
+                        .warnings
+                        .handle_warning(Instant::now(), Warning::Rejected)
+                    {
+                        let s = decoder.stats();
+                        warn!(
+                            "{}: telegram rejected: {e} ({} CRC errors, {} rejected so far; \
+                             repeats are counted, not logged, for a minute)",
+                            self.label(),
+                            s.crc_errors,
+                            s.rejected
+                        );
+                    } else {
+                        debug!("{}: telegram rejected: {e}", self.label());
+                    }
                 }
             }
         }

@@ -3,31 +3,37 @@
 pure ([`crate::engine::scheduler::Engine`]); this module only waits on its inputs (link events, its
 deadline, the broker's connect) and hands its publications to the sink.
 
+A run that went wrong says so: a task that panics ends the run with an error (not a quiet "0
+telegrams"), a link that cannot work fails it, and [`RunReport::failure`] says when payloads did not
+reach the broker, so `sml run` exits non-zero with the reason.
+
 Sized for a thousand meters in one process: each meter is one small task on a single-threaded
 tokio runtime, waiting in the reactor; telegrams reach the engine over one bounded channel (a slow
 engine slows the links, it does not grow memory). Nothing polls.
 */
 
 pub mod meter_task;
+pub mod warn_limit;
 
-use crate::script::model::MeterIndex;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant as TokioInstant;
-use tracing::{info, warn};
+use tracing::info;
 
-use self::meter_task::{Backoff, DecoderFactory, LinkDriver, LinkEventKind};
+use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind};
+use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
-use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
+use crate::engine::scheduler::{Engine, EngineConfig, EngineStats, Publication};
 use crate::link::{Binding, ReplaySpeed};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;
 use crate::publish::{PublishError, RecordingSink, Sink};
-use crate::script::model::Script;
+use crate::script::model::{MeterIndex, Script};
 
 /// Link events in flight between the drivers and the engine.
 const EVENT_QUEUE: usize = 1024;
@@ -61,22 +67,47 @@ pub enum RunError {
          --port {0}=tcp://host:2000 (TCP serial bridge) or --port {0}=file:capture.txt (recorded capture)"
     )]
     Unbound(MeterIndex),
-    #[error("--port {0}=...: the script has no meter {0} (it has {1})")]
-    NoSuchMeter(MeterIndex, String),
-    #[error("meter {0} is bound twice")]
-    BoundTwice(MeterIndex),
+    #[error("--port {0}: the script has no meter {1} (it has {2})")]
+    NoSuchMeter(Binding, MeterIndex, String),
+    #[error("--port {0} and --port {1} both bind meter {2}: one source per meter")]
+    BoundTwice(Binding, Binding, MeterIndex),
     #[error("the script has no meter (>M section)")]
     NoMeters,
     #[error(transparent)]
     Unsupported(#[from] UnsupportedMeter),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// A link that cannot work; the reason names the meter and its `--port`.
+    #[error("{0}")]
+    LinkFailed(String),
+    #[error("{task} panicked: {message}")]
+    Panicked { task: String, message: String },
 }
 
+/// Not `Copy`: the MQTT report carries the broker's reason for refusing us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {
     pub engine: EngineStats,
     pub mqtt: Option<MqttReport>,
+}
+
+impl RunReport {
+    /// Why a run that ended without an error still failed its purpose: the broker refused us,
+    /// or payloads did not reach it. `None` when everything made was delivered.
+    pub fn failure(&self) -> Option<String> {
+        let mqtt = self.mqtt.as_ref()?;
+        if let Some(why) = &mqtt.fatal {
+            return Some(format!("the broker refused sml: {why}"));
+        }
+        if mqtt.left_queued > 0 {
+            return Some(format!(
+                "{} payloads were not delivered to the broker ({} delivered, {} dropped while it \
+                 was away)",
+                mqtt.left_queued, mqtt.delivered, mqtt.dropped
+            ));
+        }
+        None
+    }
 }
 
 /// Check that every meter has exactly one source and a decoder.
@@ -88,18 +119,19 @@ pub fn check_bindings(
     if script.meters.is_empty() {
         return Err(RunError::NoMeters);
     }
-    let mut seen = BTreeSet::new();
+    let mut seen: HashMap<MeterIndex, &Binding> = HashMap::new();
     for b in bindings {
         if script.meter(b.meter).is_none() {
             let have: Vec<String> = script.meters.iter().map(|m| m.index.to_string()).collect();
-            return Err(RunError::NoSuchMeter(b.meter, have.join(", ")));
+            return Err(RunError::NoSuchMeter(b.clone(), b.meter, have.join(", ")));
         }
-        if !seen.insert(b.meter) {
-            return Err(RunError::BoundTwice(b.meter));
+        if let Some(first) = seen.insert(b.meter, b) {
+            return Err(RunError::BoundTwice(first.clone(), b.clone(), b.meter));
         }
     }
+    let bound: BTreeSet<MeterIndex> = seen.keys().copied().collect();
     for m in &script.meters {
-        if !seen.contains(&m.index) {
+        if !bound.contains(&m.index) {
             return Err(RunError::Unbound(m.index));
         }
         decoders(m)?;
@@ -114,7 +146,9 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     check_bindings(&config.script, &config.bindings, &config.decoders)?;
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let mut drivers = Vec::new();
+    let mut drivers = JoinSet::new();
+    // Which meter each task serves, to name it when it panics.
+    let mut task_meter = HashMap::new();
     for b in &config.bindings {
         let meter = Arc::new(
             config
@@ -131,25 +165,31 @@ pub async fn run(
             decoders: config.decoders.clone(),
             events: events_tx.clone(),
         };
-        drivers.push(tokio::spawn(driver.run()));
+        let handle = drivers.spawn(driver.run());
+        task_meter.insert(handle.id(), b.meter);
     }
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
-    let (mut sink, mut connected, mqtt_task): (Box<dyn Sink + Send>, watch::Receiver<bool>, _) =
-        match config.sink {
-            SinkConfig::Stdout => (Box::new(StdoutSink::new()), watch::channel(true).1, None),
-            SinkConfig::Recording(r) => (Box::new(r), watch::channel(true).1, None),
-            SinkConfig::Mqtt(m) => {
-                let (sink, connected, task) = crate::publish::mqtt::start(*m)?;
-                (Box::new(sink), connected, Some(task))
-            }
-        };
+    let (mut sink, mut connected, mut mqtt_task): (
+        Box<dyn Sink + Send>,
+        watch::Receiver<bool>,
+        Option<JoinHandle<MqttReport>>,
+    ) = match config.sink {
+        SinkConfig::Stdout => (Box::new(StdoutSink::new()), watch::channel(true).1, None),
+        SinkConfig::Recording(r) => (Box::new(r), watch::channel(true).1, None),
+        SinkConfig::Mqtt(m) => {
+            let (sink, connected, task) = crate::publish::mqtt::start(*m)?;
+            (Box::new(sink), connected, Some(task))
+        }
+    };
     if *connected.borrow_and_update() {
         engine.handle_connected(Instant::now());
     }
     let mut watching_connect = true;
     let mut links_left = config.bindings.len();
+    // The MQTT task's report when it stopped before the run did (the broker refused us).
+    let mut mqtt_ended: Option<Result<MqttReport, JoinError>> = None;
     tokio::pin!(shutdown);
 
     let result: Result<(), RunError> = async {
@@ -159,6 +199,19 @@ pub async fn run(
                 biased;
                 _ = &mut shutdown => {
                     info!("stopping");
+                    return Ok(());
+                }
+                // Before the events: a panicking task also closes its sender.
+                Some(joined) = drivers.join_next_with_id() => {
+                    if let Err(e) = joined {
+                        let meter = task_meter.get(&e.id()).copied();
+                        let task = meter.map_or("a meter task".into(), |m| format!("meter {m}'s task"));
+                        return Err(join_failure(task, e));
+                    }
+                }
+                ended = async { mqtt_task.as_mut().expect("guarded").await }, if mqtt_task.is_some() => {
+                    mqtt_task = None;
+                    mqtt_ended = Some(ended);
                     return Ok(());
                 }
                 ev = events.recv() => {
@@ -172,10 +225,15 @@ pub async fn run(
                         }
                         LinkEventKind::Down => engine.handle_link_down(ev.meter),
                         LinkEventKind::Up => {}
+                        LinkEventKind::Failed(why) => return Err(RunError::LinkFailed(why)),
                         LinkEventKind::Ended => {
                             links_left -= 1;
                             if links_left == 0 {
                                 info!("every link has ended");
+                                let wall = chrono::Local::now().naive_local();
+                                for p in end_of_input(&mut engine, &config.engine, Instant::now(), &wall) {
+                                    sink.publish(p)?;
+                                }
                                 return Ok(());
                             }
                         }
@@ -200,29 +258,71 @@ pub async fn run(
     }
     .await;
 
-    for d in &drivers {
-        d.abort();
-    }
+    drivers.abort_all();
     // Dropping the sink lets the MQTT task drain its outbox and say Offline.
     drop(sink);
-    let mqtt = match mqtt_task {
-        Some(task) => match task.await {
-            Ok(report) => {
-                if report.left_queued > 0 {
-                    warn!("{} payloads were not delivered", report.left_queued);
-                }
-                Some(report)
-            }
-            Err(e) => {
-                warn!("the MQTT task failed: {e}");
-                None
-            }
-        },
+    let mqtt_ended = match (mqtt_ended, mqtt_task) {
+        (Some(ended), _) => Some(ended),
+        (None, Some(task)) => Some(task.await),
+        (None, None) => None,
+    };
+    let mqtt = match mqtt_ended {
+        Some(Ok(report)) => Some(report),
+        Some(Err(e)) => {
+            // The run's own error, if any, came first and is the one to tell.
+            result?;
+            return Err(join_failure("the MQTT task".into(), e));
+        }
         None => None,
     };
     result?;
+    // The drivers were aborted; one that panicked before that still fails the run.
+    while let Some(joined) = drivers.join_next_with_id().await {
+        if let Err(e) = joined {
+            if e.is_panic() {
+                let meter = task_meter.get(&e.id()).copied().unwrap_or_default();
+                return Err(join_failure(format!("meter {meter}'s task"), e));
+            }
+        }
+    }
     Ok(RunReport {
         engine: engine.stats(),
         mqtt,
     })
+}
+
+/// The last publications when every link has ended (finite captures): the values read, as a
+/// teleperiod would publish them, so a run over a capture always shows what it read.
+fn end_of_input(
+    engine: &mut Engine,
+    config: &EngineConfig,
+    now: Instant,
+    wall: &chrono::NaiveDateTime,
+) -> Vec<Publication> {
+    // lead: replace the body with `engine.handle_end(now, wall)` once the engine has it. Until
+    // then: a teleperiod brought forward, SENSOR only (STATE's uptime would be off by one period),
+    // and none after --every-telegram, which already published the last telegram's values.
+    if config.every_telegram {
+        return Vec::new();
+    }
+    engine
+        .handle_timeout(now + config.teleperiod, wall)
+        .into_iter()
+        .filter(|p| matches!(p, Publication::Sensor(_)))
+        .collect()
+}
+
+/// A task that did not finish: its panic message, or that it was cancelled.
+fn join_failure(task: String, e: JoinError) -> RunError {
+    let message = if e.is_panic() {
+        let payload = e.into_panic();
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into())
+    } else {
+        "cancelled".into()
+    };
+    RunError::Panicked { task, message }
 }

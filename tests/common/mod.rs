@@ -351,7 +351,7 @@ pub fn run_config(
             every_telegram: true,
         },
         replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::runner::meter_task::Backoff {
+        link_backoff: sml::backoff::Backoff {
             first: Duration::from_millis(100),
             cap: Duration::from_secs(1),
         },
