@@ -281,6 +281,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<(PathBuf,
         engine: EngineConfig {
             teleperiod,
             every_telegram: args.every_telegram,
+            ..Default::default()
         },
         replay_speed,
         link_backoff: Backoff::default(),

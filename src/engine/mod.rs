@@ -3,6 +3,7 @@ The engine: values, timing and (later) hooks. Pure: it is driven with `now` and 
 publish; it never touches a port or a broker.
 */
 
+pub mod freshness;
 pub mod json;
 pub mod scheduler;
 pub mod values;

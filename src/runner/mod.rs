@@ -166,7 +166,7 @@ pub async fn run(
                     match ev.kind {
                         LinkEventKind::Telegram(t) => {
                             let wall = chrono::Local::now().naive_local();
-                            for p in engine.handle_telegram(ev.at, &wall, &t) {
+                            for p in engine.handle_telegram(ev.at, &wall, ev.meter, &t) {
                                 sink.publish(p)?;
                             }
                         }
@@ -176,6 +176,10 @@ pub async fn run(
                             links_left -= 1;
                             if links_left == 0 {
                                 info!("every link has ended");
+                                let wall = chrono::Local::now().naive_local();
+                                for p in engine.handle_end(Instant::now(), &wall) {
+                                    sink.publish(p)?;
+                                }
                                 return Ok(());
                             }
                         }
