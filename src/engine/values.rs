@@ -739,6 +739,13 @@ mod tests {
     }
 
     #[test]
+    fn a_non_finite_reading_is_left_out_and_no_empty_object_is_published() {
+        let mut t = table();
+        let fresh = t.handle_telegram(Instant::now(), 2, &readings(&[(8, f64::NAN)]));
+        assert_eq!(payload(&t, &fresh), None);
+    }
+
+    #[test]
     fn prefix_groups_keep_first_appearance_order_and_merge_a_shared_prefix() {
         let text = ">D\n>M 3\n+1,3,o,0,9600,Z\n+2,4,o,0,9600,A\n+3,5,o,0,9600,Z\n\
             1,1.8.0(@1,a,,a,0\n2,1.8.0(@1,b,,b,0\n3,1.8.0(@1,c,,c,0\n#\n";
