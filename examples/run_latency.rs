@@ -58,6 +58,7 @@ fn main() {
     let engine = sml::engine::scheduler::EngineConfig {
         every_telegram: true,
         teleperiod: Duration::from_secs(3600),
+        ..Default::default()
     };
     let config = RunConfig {
         script: common::sml_script(1),

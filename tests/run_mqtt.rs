@@ -64,7 +64,7 @@ fn sensor_state_and_lwt_reach_the_broker_on_tasmotas_topics() {
         .unwrap_or_else(|| panic!("UptimeSec in {state}"));
     assert_eq!(
         without_time(&state),
-        format!(r#"{{"Time":"T","Uptime":"0T00:00:{secs:02}","UptimeSec":{secs}}}"#)
+        format!(r#"{{"Time":"T","Uptime":"0T00:00:{secs:02}","UptimeSec":{secs},"Silent":[]}}"#)
     );
 
     // A clean stop says Offline itself, and it stays retained for later subscribers.

@@ -74,11 +74,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                 match ev {
                     DecodeEvent::Telegram(t) => {
                         decoded += 1;
-                        table.handle_telegram(Instant::now(), &t);
+                        table.handle_telegram(Instant::now(), args.meter, &t);
                         let time = args
                             .time
                             .unwrap_or_else(|| chrono::Local::now().naive_local());
-                        match table.sensor_payload(&time) {
+                        match table.sensor_payload(Instant::now(), &time) {
                             Some(p) => {
                                 out.push_str(&p.0);
                                 out.push('\n');

@@ -25,7 +25,9 @@ use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Deserializer};
 
 use crate::backoff::Backoff;
-use crate::engine::scheduler::{EngineConfig, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN};
+use crate::engine::scheduler::{
+    EngineConfig, StaleAfter, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN,
+};
 use crate::link::{Binding, ReplaySpeed, Source};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
@@ -229,9 +231,6 @@ fn describe_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 pub struct Resolved {
     pub script_path: PathBuf,
     pub run: RunConfig,
-    /// `--stale-after`: `None` = auto, `Some(0)` = never, else seconds.
-    // lead: map onto `EngineConfig.stale_after` (StaleAfter::{Auto, Never, After}) in `resolve`.
-    pub stale_after: Option<u64>,
 }
 
 /// Resolve merged options into what the run loop needs; `password_env` is SML_MQTT_PASSWORD.
@@ -348,6 +347,9 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         engine: EngineConfig {
             teleperiod,
             every_telegram: args.every_telegram,
+            stale_after: args
+                .stale_after
+                .map_or(StaleAfter::Auto, StaleAfter::from_secs),
         },
         replay_speed,
         link_backoff: Backoff::default(),
@@ -357,7 +359,6 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
     Ok(Resolved {
         script_path,
         run: config,
-        stale_after: args.stale_after,
     })
 }
 
@@ -411,7 +412,6 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let Resolved {
         script_path,
         run: mut config,
-        stale_after: _,
     } = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
     let shown = script_path.display().to_string();
     let source = std::fs::read(&script_path).with_context(|| format!("reading {shown}"))?;
@@ -529,6 +529,18 @@ mod tests {
         assert_eq!(m.topics.sensor, "home1/tele/myelectricmeter/SENSOR");
         assert_eq!(m.client_id, "sml-myelectricmeter");
         assert_eq!(m.qos, rumqttc::QoS::AtLeastOnce);
+    }
+
+    #[test]
+    fn stale_after_is_auto_unless_given_and_zero_means_never() {
+        let with = |secs: Option<u64>| {
+            let mut a = args("meters/sx631.sml");
+            a.stale_after = secs;
+            resolve(a, None).unwrap().run.engine.stale_after
+        };
+        assert_eq!(with(None), StaleAfter::Auto);
+        assert_eq!(with(Some(0)), StaleAfter::Never);
+        assert_eq!(with(Some(45)), StaleAfter::After(Duration::from_secs(45)));
     }
 
     #[test]

@@ -47,6 +47,14 @@ pub fn push_string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Whether the value can be printed as JSON (a number must be finite).
+pub fn is_publishable(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_finite(),
+        Value::Text(_) => true,
+    }
+}
+
 /// Append a value in JSON; returns false (and appends nothing) for a non-finite number.
 pub fn push_value(out: &mut String, v: &Value, decimals: u8) -> bool {
     match v {

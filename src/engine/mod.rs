@@ -1,8 +1,14 @@
 /*!
-The engine: values, timing and (later) hooks. Pure: it is driven with `now` and returns what to
-publish; it never touches a port or a broker.
+The engine: values, their freshness, timing and (later) hooks. Pure: it is driven with `now` and
+returns what to publish; it never touches a port, a clock or a broker.
+
+- [`scheduler`]: the engine loop (telegrams, ticks, teleperiods, STATE);
+- [`values`]: the value table, `=m`/`=d` lines and the SENSOR payloads;
+- [`freshness`]: `--stale-after` and each meter's observed telegram interval;
+- [`json`]: Tasmota's number and string printing.
 */
 
+pub mod freshness;
 pub mod json;
 pub mod scheduler;
 pub mod values;

@@ -28,7 +28,7 @@ use tracing::info;
 use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind};
 use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
-use crate::engine::scheduler::{Engine, EngineConfig, EngineStats, Publication};
+use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
 use crate::link::{Binding, ReplaySpeed};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;
@@ -219,7 +219,7 @@ pub async fn run(
                     match ev.kind {
                         LinkEventKind::Telegram(t) => {
                             let wall = chrono::Local::now().naive_local();
-                            for p in engine.handle_telegram(ev.at, &wall, &t) {
+                            for p in engine.handle_telegram(ev.at, &wall, ev.meter, &t) {
                                 sink.publish(p)?;
                             }
                         }
@@ -231,7 +231,7 @@ pub async fn run(
                             if links_left == 0 {
                                 info!("every link has ended");
                                 let wall = chrono::Local::now().naive_local();
-                                for p in end_of_input(&mut engine, &config.engine, Instant::now(), &wall) {
+                                for p in engine.handle_end(Instant::now(), &wall) {
                                     sink.publish(p)?;
                                 }
                                 return Ok(());
@@ -289,27 +289,6 @@ pub async fn run(
         engine: engine.stats(),
         mqtt,
     })
-}
-
-/// The last publications when every link has ended (finite captures): the values read, as a
-/// teleperiod would publish them, so a run over a capture always shows what it read.
-fn end_of_input(
-    engine: &mut Engine,
-    config: &EngineConfig,
-    now: Instant,
-    wall: &chrono::NaiveDateTime,
-) -> Vec<Publication> {
-    // lead: replace the body with `engine.handle_end(now, wall)` once the engine has it. Until
-    // then: a teleperiod brought forward, SENSOR only (STATE's uptime would be off by one period),
-    // and none after --every-telegram, which already published the last telegram's values.
-    if config.every_telegram {
-        return Vec::new();
-    }
-    engine
-        .handle_timeout(now + config.teleperiod, wall)
-        .into_iter()
-        .filter(|p| matches!(p, Publication::Sensor(_)))
-        .collect()
 }
 
 /// A task that did not finish: its panic message, or that it was cancelled.

@@ -349,6 +349,7 @@ pub fn run_config(
         engine: sml::engine::scheduler::EngineConfig {
             teleperiod: Duration::from_secs(300),
             every_telegram: true,
+            ..Default::default()
         },
         replay_speed: sml::link::ReplaySpeed::Max,
         link_backoff: sml::backoff::Backoff {
