@@ -9,9 +9,10 @@ The window ([`StaleAfter`]):
 - `Auto` (the default): 3 times the meter's own observed telegram interval, at least 10 s. The
   interval is the median of the last three gaps between its telegrams (with two gaps, the longer;
   before the second telegram there is none and the 10 s floor applies), so one late telegram neither
-  widens nor narrows the window. A meter that sends its values spread over several telegrams (a
-  Modbus meter asked block by block) refreshes each value less often than it sends: give such a
-  script `--stale-after` explicitly.
+  widens nor narrows the window. Each line also keeps its own read interval the same way, and its
+  window is the wider of the two: a meter that sends its values spread over several telegrams (a
+  Modbus meter asked block by block) refreshes each value once per round, and a value read once a
+  round stays fresh for three rounds.
 - `After(d)`: a fixed window for every meter (`--stale-after SECS`).
 - `Never` (`--stale-after 0`): Tasmota's behaviour; no value is ever left out, no meter is silent.
 

@@ -50,6 +50,9 @@ struct Slot {
     value: Option<Value>,
     /// When the value was read or computed.
     at: Option<Instant>,
+    /// How often this line is read: a meter asked block by block (Modbus) refreshes each line
+    /// once per round, less often than it sends telegrams.
+    activity: MeterActivity,
     /// For an `=m`/`=d` line: its index in [`ValueTable::derived`].
     derived: Option<usize>,
     /// The derived lines that read this entry (`=m` operands, `=d` counters).
@@ -158,6 +161,7 @@ impl ValueTable {
                 publish_each: out.precision.publish_each,
                 value: None,
                 at: None,
+                activity: MeterActivity::default(),
                 derived: None,
                 readers: Vec::new(),
                 touched: 0,
@@ -251,6 +255,7 @@ impl ValueTable {
             slot.value = Some(r.value.clone());
             slot.at = Some(now);
             if slot.touched != stamp {
+                slot.activity.heard(now);
                 slot.touched = stamp;
                 refreshed.push(r.entry);
             }
@@ -378,8 +383,16 @@ impl ValueTable {
         }
     }
 
+    /// A metric line's window is its meter's, widened to the line's own pace: three of the
+    /// meter's telegram intervals, or three of the line's own read intervals where those are
+    /// longer (a Modbus block read once per round of requests).
     fn read_recently(&self, slot: &Slot, now: Instant) -> bool {
-        let window = self.meters[slot.meter].activity.window(self.stale_after);
+        let meter = self.meters[slot.meter].activity.window(self.stale_after);
+        let line = slot.activity.window(self.stale_after);
+        let window = match (meter, line) {
+            (Some(m), Some(l)) => Some(m.max(l)),
+            _ => None,
+        };
         slot.at.is_some_and(|at| within(window, at, now))
     }
 
@@ -415,6 +428,7 @@ impl ValueTable {
             let slot = &mut self.slots[usize::from(entry) - 1];
             slot.value = None;
             slot.at = None;
+            slot.activity.link_down();
             for d in slot.readers.clone() {
                 self.derived[d].baseline = None;
             }
@@ -606,6 +620,24 @@ mod tests {
     fn payload(t: &ValueTable, entries: &[EntryNo]) -> Option<String> {
         t.payload_for(&wall(), entries)
             .map(|p| p.0.replace(r#""Time":"2024-03-04T11:25:20","#, ""))
+    }
+
+    #[test]
+    fn a_line_read_once_per_round_of_requests_stays_fresh_for_three_rounds() {
+        // A meter asked block by block: a telegram every 2 s, five blocks in turn; line a is in
+        // the first block only, so it is read every 10 s.
+        let t0 = Instant::now();
+        let mut t = table().with_stale_after(StaleAfter::Auto, t0);
+        for round in 0..4u64 {
+            for block in 0..5u64 {
+                let at = t0 + secs(round * 10 + block * 2);
+                let entry = if block == 0 { 1 } else { 2 };
+                t.handle_telegram(at, 1, &readings(&[(entry, round as f64)]));
+            }
+        }
+        // a was last read at 30 s; the meter's own window is 10 s (the floor), a's is 30 s.
+        assert!(t.is_fresh(1, t0 + secs(55)), "within three of a's rounds");
+        assert!(!t.is_fresh(1, t0 + secs(61)), "past three of a's rounds");
     }
 
     #[test]
