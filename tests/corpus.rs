@@ -7,8 +7,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// `$SML_SHARED` (a git worktree beside the repository has no `../shared`), else `../shared`.
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/tasmota-community");
+    let shared = std::env::var_os("SML_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let dir = shared.join("corpus/tasmota-community");
     dir.is_dir().then_some(dir)
 }
 

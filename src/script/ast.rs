@@ -1,6 +1,6 @@
 /*!
 The spanned syntax tree between pest's pairs and the model: what each line says, as text slices with
-their byte offsets, before anything is checked. Lowering (`lower.rs`) validates it and builds the model;
+their byte offsets, before anything is checked. Lowering (`lower/`) validates it and builds the model;
 keeping the two apart lets validation collect every problem instead of stopping at the first.
 */
 
@@ -138,11 +138,15 @@ pub enum MeterLineKind<'a> {
         args: Vec<Sp<&'a str>>,
     },
     Unknown(Sp<&'a str>),
-    Metric {
-        decoder: Sp<&'a str>,
-        value: ValueSpecAst<'a>,
-        fields: Vec<Sp<&'a str>>,
-    },
+    Metric(MetricAst<'a>),
+}
+
+/// A metric line after the meter number: `decoder@value,label,unit,name,precision`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricAst<'a> {
+    pub decoder: Sp<&'a str>,
+    pub value: ValueSpecAst<'a>,
+    pub fields: Vec<Sp<&'a str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -37,7 +37,20 @@ impl Diagnostic {
             self.line, self.col, self.message
         );
         if !self.source_line.is_empty() || self.col > 1 {
-            out.push_str(&format!("{}\n", self.source_line));
+            // A control character would act on the terminal instead of showing: print a stand-in
+            // of the same width, so the caret still lines up.
+            let shown: String = self
+                .source_line
+                .chars()
+                .map(|c| {
+                    if c.is_control() && c != '\t' {
+                        '\u{FFFD}'
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            out.push_str(&format!("{shown}\n"));
             let pad: String = self
                 .source_line
                 .chars()

@@ -44,6 +44,8 @@ pub type Variables = HashMap<String, Literal>;
 pub struct UnknownVariable {
     pub at: usize,
     pub name: String,
+    /// The use as written, decimals included (`%0rxpin%`), for messages.
+    pub written: String,
 }
 
 /// Replace `%name%`, `%Nname%` (N decimals) and `%%` in one line. Unknown names are reported and
@@ -86,6 +88,7 @@ pub fn substitute(
                 unknown.push(UnknownVariable {
                     at: start,
                     name: name.to_string(),
+                    written: line[start..start + len + 2].to_string(),
                 });
                 push_literal(&mut out, &line[start..start + len + 2], line_no, start);
             }
@@ -162,7 +165,8 @@ mod tests {
             unknown,
             vec![UnknownVariable {
                 at: 2,
-                name: "nope".into()
+                name: "nope".into(),
+                written: "%nope%".into(),
             }]
         );
     }
