@@ -31,15 +31,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut failed = 0usize;
     for path in &args.files {
-        let shown = path.display().to_string();
         let bytes = match script::read_script(path) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("{shown}: error: {e}");
+                // The error names the file already.
+                eprintln!("error: {e}");
                 failed += 1;
                 continue;
             }
         };
+        let shown = path.display().to_string();
         let compiled = script::compile_with(&bytes, &options);
         for d in &compiled.diagnostics {
             if args.quiet && d.severity != script::Severity::Error {

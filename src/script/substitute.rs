@@ -30,6 +30,16 @@ impl MappedText {
         self.origin.extend(other.origin);
     }
 
+    /// Drop the last character (a trailing comma that must not start another block).
+    pub fn pop(&mut self) -> Option<char> {
+        let c = self.text.pop()?;
+        // `origin` has one entry per byte plus the end entry: keep the end, drop the char's bytes.
+        let end = self.origin.pop();
+        self.origin.truncate(self.text.len());
+        self.origin.extend(end);
+        Some(c)
+    }
+
     fn push(&mut self, s: &str, from: (LineNo, u32)) {
         self.text.push_str(s);
         self.origin.extend(std::iter::repeat_n(from, s.len()));
@@ -169,5 +179,14 @@ mod tests {
                 written: "%nope%".into(),
             }]
         );
+    }
+
+    #[test]
+    fn popping_a_trailing_comma_keeps_the_end_position() {
+        let (mut t, _) = substitute("+1,%r%,", 4, &vars());
+        assert_eq!(t.pop(), Some(','));
+        assert_eq!(t.text, "+1,1,0-0:98.1.0(@(");
+        assert_eq!(t.origin(t.text.len()), (4, 7));
+        assert_eq!(t.origin(3), (4, 3));
     }
 }

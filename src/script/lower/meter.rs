@@ -110,6 +110,8 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                                 l.text.trim()
                             ),
                         );
+                        // Reported: the comma must not also count as an empty last block.
+                        prev.pop();
                     } else {
                         prev.append(mapped);
                         continuing = continues(&prev.text);

@@ -83,19 +83,19 @@ impl Sink<'_> {
 
 /// Variables of the host script a meter file is pasted into (ottelo's meter files use them). Pins
 /// mean nothing off the ESP and `smlf` is a flag field, so sml supplies them when a script uses them
-/// without declaring them: (name, value, why).
+/// without declaring them: (name, value, what it is).
 const HOST_DEFAULTS: [(&str, f64, &str); 3] = [
     (
         "rxpin",
         -1.0,
-        "the receive pin means nothing off the ESP: unused",
+        "the receive pin, which means nothing off the ESP",
     ),
     (
         "txpin",
         -1.0,
-        "the transmit pin means nothing off the ESP: unused",
+        "the transmit pin, which means nothing off the ESP",
     ),
-    ("smlf", 0.0, "the meter flag field: 0"),
+    ("smlf", 0.0, "the meter's flag field"),
 ];
 
 /// Lower a parsed file. `lines` are all source lines, for diagnostics; `defines` are the
@@ -358,7 +358,8 @@ fn supply_host_variables(section: &SectionAst<'_>, vars: &mut Variables, sink: &
     for l in section.body.iter().filter(|l| is_code(l.text)) {
         let (_, unknown) = substitute(l.text, l.line, vars);
         for u in unknown {
-            let Some((name, value, why)) = HOST_DEFAULTS.iter().find(|(n, ..)| *n == u.name) else {
+            let Some((name, value, what)) = HOST_DEFAULTS.iter().find(|(n, ..)| *n == u.name)
+            else {
                 continue;
             };
             if vars.contains_key(*name) {
@@ -370,7 +371,7 @@ fn supply_host_variables(section: &SectionAst<'_>, vars: &mut Variables, sink: &
                 l.line,
                 u.at,
                 format!(
-                    "`{}` is not declared: it is a variable of the host script this meter file is pasted into; {why}, so sml uses `{name}={value}` (`--define {name}=...` to choose)",
+                    "`{}` is not declared: it comes from the host script this meter file is pasted into ({what}); sml uses `{name}={value}` (`--define {name}=VALUE` to choose)",
                     u.written
                 ),
             );
