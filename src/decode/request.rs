@@ -15,22 +15,19 @@ use crate::script::model::{Decoding, Meter, MeterSource};
 /// 0x20), Kamstrup CRC, stuffing and framing; other types send the bytes as written.
 pub fn frame(meter: &Meter) -> Vec<Vec<u8>> {
     let blocks = &meter.requests.blocks;
+    let parity = meter
+        .options
+        .so2_flags
+        .is_none_or(|f| f & obis::request::NO_PARITY_FLAG == 0);
     match &meter.decoding {
         Decoding::Modbus(_) if matches!(meter.source, MeterSource::ModbusTcp { .. }) => {
             blocks.iter().map(modbus::request::tcp).collect()
         }
         Decoding::Modbus(_) => blocks.iter().map(modbus::request::rtu).collect(),
-        Decoding::Obis(_)
-            if !meter
-                .options
-                .so2_flags
-                .is_some_and(|f| f & obis::request::NO_PARITY_FLAG != 0) =>
-        {
-            blocks
-                .iter()
-                .map(|b| obis::request::even_parity(&b.bytes))
-                .collect()
-        }
+        Decoding::Obis(_) if parity => blocks
+            .iter()
+            .map(|b| obis::request::even_parity(&b.bytes))
+            .collect(),
         Decoding::Kamstrup(_) => blocks
             .iter()
             .map(|b| kamstrup::request::frame(&b.bytes))
