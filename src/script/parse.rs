@@ -294,12 +294,12 @@ pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
             }
             let value = value_spec(parts.next().unwrap());
             let fields = out_fields(parts.next().unwrap());
-            MeterLineKind::Math {
+            MeterLineKind::Math(MathAst {
                 first,
                 ops,
                 value,
                 fields,
-            }
+            })
         }
         Rule::difference_line => {
             let mut entry = Sp { at: 0, v: "" };
@@ -315,12 +315,12 @@ pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
                     _ => {}
                 }
             }
-            MeterLineKind::Difference {
+            MeterLineKind::Difference(DifferenceAst {
                 entry,
                 interval,
                 value: value.unwrap(),
                 fields,
-            }
+            })
         }
         Rule::option_line => {
             let mut parts = body.into_inner();

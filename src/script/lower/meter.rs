@@ -16,8 +16,8 @@ use crate::script::substitute::{substitute, MappedText, Variables};
 /// A meter while its lines are collected.
 pub(super) struct MeterBuilder {
     pub(super) meter: Meter,
-    /// The request text had an error: block numbers (`iN:`) cannot be checked.
-    pub(super) telegram_error: bool,
+    /// The `+` line had an error: its request blocks may be missing, so `iN:` is not checked.
+    pub(super) definition_error: bool,
 }
 
 pub(super) struct MeterLowering<'s, 'a> {
@@ -198,6 +198,9 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
         self.sink.error(section.head.line, section.rest.at, message);
     }
 
+    /// A `+` line: a new meter of its type, with its source, serial settings, prefix and
+    /// requests. A meter whose line has an error is still kept, so its metric lines are checked
+    /// against its type (no model is produced anyway).
     fn definition(&mut self, t: &MappedText, declared: Option<usize>) {
         let def = match parse::parse_meter_def(&t.text) {
             Ok(d) => d,
@@ -224,20 +227,17 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                 return;
             }
         };
-        let mut ok = true;
-        if let Some(n) = declared {
-            if index as usize > n {
-                self.err(
-                    t,
-                    def.index.at,
-                    format!("meter {index} is defined, but `>M {n}` declares {n} meter(s)"),
-                );
-                ok = false;
-            }
-        }
         if self.meters.contains_key(&index) {
             self.err(t, def.index.at, format!("meter {index} is defined twice"));
             return;
+        }
+        let errors_before = self.sink.error_count();
+        if let Some(n) = declared.filter(|&n| index as usize > n) {
+            self.err(
+                t,
+                def.index.at,
+                format!("meter {index} is defined, but `>M {n}` declares {n} meter(s)"),
+            );
         }
         let param: i32 = match def.param.v.parse() {
             Ok(p) => p,
@@ -247,178 +247,38 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                     def.param.at,
                     format!("parameter `{}` is out of range", def.param.v),
                 );
-                ok = false;
                 0
             }
         };
         let letter = def.type_letter.v;
-        let tcp = matches!(def.rx.v, RxAst::Tcp(_));
-        let source = match def.rx.v {
-            RxAst::Pin(p) => MeterSource::Pin(self.pin(t, def.rx.at, p)),
-            RxAst::Tcp(host) => {
-                if !matches!(letter, 'm' | 'M') {
-                    self.err(
-                        t,
-                        def.rx.at,
-                        "an `[address]` (Modbus TCP) needs meter type `m` or `M`",
-                    );
-                    ok = false;
-                }
-                match u16::try_from(param) {
-                    Ok(port) => MeterSource::ModbusTcp {
-                        host: host.to_string(),
-                        port,
-                    },
-                    Err(_) => {
-                        self.err(
-                            t,
-                            def.param.at,
-                            format!("TCP port `{param}` is out of range"),
-                        );
-                        ok = false;
-                        MeterSource::ModbusTcp {
-                            host: host.to_string(),
-                            port: 0,
-                        }
-                    }
-                }
-            }
+        let Some(decoding) = empty_decoding(letter, param) else {
+            self.err(
+                t,
+                def.type_letter.at,
+                format!("unknown meter type `{letter}` (known: {METER_TYPES})"),
+            );
+            self.broken.push(index);
+            return;
         };
-        let decoding = match letter {
-            'o' => Decoding::Obis(Vec::new()),
-            's' => Decoding::Sml(Vec::new()),
-            'm' | 'M' => Decoding::Modbus(Vec::new()),
-            'e' => Decoding::Ebus(Vec::new()),
-            'k' => Decoding::Kamstrup(Vec::new()),
-            'r' => Decoding::Raw {
-                shift: true,
-                metrics: Vec::new(),
-            },
-            'R' => Decoding::Raw {
-                shift: false,
-                metrics: Vec::new(),
-            },
-            'v' => Decoding::Vbus(Vec::new()),
-            'C' => Decoding::Can(Vec::new()),
-            'c' => Decoding::Counter {
-                param,
-                metrics: Vec::new(),
-            },
-            'p' => Decoding::Pzem(Vec::new()),
-            other => {
-                self.err(
-                    t,
-                    def.type_letter.at,
-                    format!("unknown meter type `{other}` (known: {METER_TYPES})"),
-                );
-                self.broken.push(index);
-                return;
-            }
-        };
-        let serial_line = !tcp && !matches!(letter, 'c' | 'C');
-        let baud = if serial_line {
-            match u32::try_from(param) {
-                Ok(b) if b > 0 => b,
-                _ => {
-                    self.err(
-                        t,
-                        def.param.at,
-                        format!("baud rate `{param}` must be a positive number"),
-                    );
-                    ok = false;
-                    0
-                }
-            }
-        } else {
-            0
-        };
-        let serial = SerialSettings {
-            baud,
-            data_bits: 8,
-            parity: match def.parity {
-                Some('E') => Parity::Even,
-                Some('O') => Parity::Odd,
-                Some(_) => Parity::None,
-                None if letter == 'M' => Parity::Even,
-                None => Parity::None,
-            },
-            stop_bits: if def.stop_bits == Some('2') { 2 } else { 1 },
-        };
+        let source = self.source(t, &def, param);
+        let serial = self.serial_settings(t, &def, param);
         let flags = match def.flag.v.split('.').next().unwrap_or("").parse::<u16>() {
             Ok(f) => f,
             Err(_) => {
                 self.err(
                     t,
                     def.flag.at,
-                    format!("flag `{}` is out of range", def.flag.v),
+                    format!("flag `{}` is out of range (0 to {})", def.flag.v, u16::MAX),
                 );
-                ok = false;
                 0
             }
         };
-        let mut prefix = def.prefix.map(|p| p.v.to_string()).unwrap_or_default();
-        let mut keep_tx = true;
-        if let Some(p) = def.prefix {
-            let len = p.v.chars().count();
-            if len > 8 && def.tx.is_some() {
-                self.warn(
-                    t,
-                    p.at,
-                    format!("prefix `{}` has {len} characters: Tasmota cuts it to 7 and stops reading the line, so the transmit pin, period and telegrams after it are ignored (as here)", p.v),
-                );
-                keep_tx = false;
-            } else if len > 7 {
-                self.warn(
-                    t,
-                    p.at,
-                    format!("prefix `{}` is cut to 7 characters, as Tasmota does", p.v),
-                );
-            }
-            prefix = p.v.chars().take(7).collect();
-        }
-        let prefix = if prefix == "*" { None } else { Some(prefix) };
-        let mut tx = None;
-        let mut requests = Requests::default();
-        if keep_tx {
-            if let Some(txa) = &def.tx {
-                let pin = self.pin(t, txa.pin.at, txa.pin.v);
-                let driver_enable = txa.enable.as_ref().map(|(inverted, p)| DriverEnable {
-                    pin: self.pin(t, p.at, p.v),
-                    inverted: *inverted,
-                });
-                tx = Some(TxPin { pin, driver_enable });
-            }
-            if let Some(period) = def.tx_period {
-                match period.v.parse::<u32>() {
-                    Ok(p) => requests.period_ms = p.saturating_mul(100),
-                    Err(_) => {
-                        self.err(
-                            t,
-                            period.at,
-                            format!("period `{}` is out of range", period.v),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-            if let Some(tg) = def.telegrams {
-                match read_blocks(tg.v, matches!(letter, 'm' | 'M')) {
-                    Ok((blocks, warnings)) => {
-                        for (at, w) in warnings {
-                            self.warn(t, tg.at + at, w);
-                        }
-                        requests.blocks = blocks;
-                    }
-                    Err((at, e)) => {
-                        self.err(t, tg.at + at, e);
-                        ok = false;
-                    }
-                }
-            }
-        }
-        // With `ok == false` an error is already reported (so no model is produced), but the meter
-        // is kept so its metric lines are still checked against its type.
-        let _ = ok;
+        let (prefix, rest_read) = self.prefix(t, &def);
+        let (tx, requests) = if rest_read {
+            self.transmit(t, &def)
+        } else {
+            (None, Requests::default())
+        };
         let (line, _) = t.origin(0);
         self.meters.insert(
             index,
@@ -438,9 +298,128 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                     derived: Vec::new(),
                     html: Vec::new(),
                 },
-                telegram_error: !ok,
+                definition_error: self.sink.error_count() > errors_before,
             },
         );
+    }
+
+    /// The rx field: a pin, or `[address]` for Modbus TCP with the port in the param field.
+    fn source(&mut self, t: &MappedText, def: &MeterDefAst<'_>, param: i32) -> MeterSource {
+        let host = match def.rx.v {
+            RxAst::Pin(p) => return MeterSource::Pin(self.pin(t, def.rx.at, p)),
+            RxAst::Tcp(host) => host.to_string(),
+        };
+        if !matches!(def.type_letter.v, 'm' | 'M') {
+            self.err(
+                t,
+                def.rx.at,
+                "an `[address]` (Modbus TCP) needs meter type `m` or `M`",
+            );
+        }
+        let port = u16::try_from(param).unwrap_or_else(|_| {
+            self.err(
+                t,
+                def.param.at,
+                format!("TCP port `{param}` is out of range (0 to {})", u16::MAX),
+            );
+            0
+        });
+        MeterSource::ModbusTcp { host, port }
+    }
+
+    /// Baud rate and framing. Counters, CAN and Modbus TCP have no serial line: baud 0.
+    fn serial_settings(
+        &mut self,
+        t: &MappedText,
+        def: &MeterDefAst<'_>,
+        param: i32,
+    ) -> SerialSettings {
+        let letter = def.type_letter.v;
+        let serial_line = matches!(def.rx.v, RxAst::Pin(_)) && !matches!(letter, 'c' | 'C');
+        let baud = match u32::try_from(param) {
+            _ if !serial_line => 0,
+            Ok(b) if b > 0 => b,
+            _ => {
+                self.err(
+                    t,
+                    def.param.at,
+                    format!("baud rate `{param}` must be a positive number"),
+                );
+                0
+            }
+        };
+        SerialSettings {
+            baud,
+            data_bits: 8,
+            parity: match def.parity {
+                Some('E') => Parity::Even,
+                Some('O') => Parity::Odd,
+                Some(_) => Parity::None,
+                None if letter == 'M' => Parity::Even,
+                None => Parity::None,
+            },
+            stop_bits: if def.stop_bits == Some('2') { 2 } else { 1 },
+        }
+    }
+
+    /// The JSON prefix, cut to 7 characters as Tasmota cuts it (`None` for `*`), and whether the
+    /// fields after it are read: Tasmota stops reading the line after a prefix of 9 or more.
+    fn prefix(&mut self, t: &MappedText, def: &MeterDefAst<'_>) -> (Option<String>, bool) {
+        let Some(p) = def.prefix else {
+            return (Some(String::new()), true);
+        };
+        let len = p.v.chars().count();
+        let mut rest_read = true;
+        if len > 8 && def.tx.is_some() {
+            self.warn(
+                t,
+                p.at,
+                format!("prefix `{}` has {len} characters: Tasmota cuts it to 7 and stops reading the line, so the transmit pin, period and telegrams after it are ignored (as here)", p.v),
+            );
+            rest_read = false;
+        } else if len > 7 {
+            self.warn(
+                t,
+                p.at,
+                format!("prefix `{}` is cut to 7 characters, as Tasmota does", p.v),
+            );
+        }
+        let prefix: String = p.v.chars().take(7).collect();
+        ((prefix != "*").then_some(prefix), rest_read)
+    }
+
+    /// The transmit pin, the request period and the request blocks as written.
+    fn transmit(&mut self, t: &MappedText, def: &MeterDefAst<'_>) -> (Option<TxPin>, Requests) {
+        let tx = def.tx.as_ref().map(|txa| TxPin {
+            pin: self.pin(t, txa.pin.at, txa.pin.v),
+            driver_enable: txa.enable.as_ref().map(|(inverted, p)| DriverEnable {
+                pin: self.pin(t, p.at, p.v),
+                inverted: *inverted,
+            }),
+        });
+        let mut requests = Requests::default();
+        if let Some(period) = def.tx_period {
+            match period.v.parse::<u32>() {
+                Ok(p) => requests.period_ms = p.saturating_mul(100),
+                Err(_) => self.err(
+                    t,
+                    period.at,
+                    format!("period `{}` is out of range", period.v),
+                ),
+            }
+        }
+        if let Some(text) = def.telegrams {
+            match read_blocks(text.v, matches!(def.type_letter.v, 'm' | 'M')) {
+                Ok((blocks, warnings)) => {
+                    for (at, w) in warnings {
+                        self.warn(t, text.at + at, w);
+                    }
+                    requests.blocks = blocks;
+                }
+                Err((at, e)) => self.err(t, text.at + at, e),
+            }
+        }
+        (tx, requests)
     }
 
     /// A pin number; `3.00` (a `%rxpin%` without decimals) reads as 3, as Tasmota's atoi does.
@@ -499,6 +478,33 @@ fn looks_like_meter_line(text: &str) -> bool {
     digits > 0
         && t[digits..].starts_with(',')
         && t[digits + 1..].bytes().any(|b| matches!(b, b'@' | b'='))
+}
+
+/// The meter's protocol with no metric lines yet; `None` for a letter Tasmota does not know.
+fn empty_decoding(letter: char, param: i32) -> Option<Decoding> {
+    Some(match letter {
+        'o' => Decoding::Obis(Vec::new()),
+        's' => Decoding::Sml(Vec::new()),
+        'm' | 'M' => Decoding::Modbus(Vec::new()),
+        'e' => Decoding::Ebus(Vec::new()),
+        'k' => Decoding::Kamstrup(Vec::new()),
+        'r' => Decoding::Raw {
+            shift: true,
+            metrics: Vec::new(),
+        },
+        'R' => Decoding::Raw {
+            shift: false,
+            metrics: Vec::new(),
+        },
+        'v' => Decoding::Vbus(Vec::new()),
+        'C' => Decoding::Can(Vec::new()),
+        'c' => Decoding::Counter {
+            param,
+            metrics: Vec::new(),
+        },
+        'p' => Decoding::Pzem(Vec::new()),
+        _ => return None,
+    })
 }
 
 pub(super) fn leading_index(text: &str) -> Option<MeterIndex> {

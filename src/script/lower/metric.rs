@@ -85,6 +85,12 @@ impl MeterLowering<'_, '_> {
             return;
         };
         let (src_line, _) = t.origin(line.meter.at);
+        let cx = LineContext {
+            text: t,
+            meter: index,
+            entry,
+            line: src_line,
+        };
         match line.kind {
             MeterLineKind::Html(html) => self.builder(index).meter.html.push(HtmlLine {
                 line: src_line,
@@ -96,101 +102,93 @@ impl MeterLowering<'_, '_> {
                 text.at,
                 format!("unknown special line `{}`: ignored", text.v),
             ),
-            MeterLineKind::Math {
-                first,
-                ops,
-                value,
-                fields,
-            } => {
-                let Some(output) = self.output(t, entry, src_line, &value, &fields) else {
-                    return;
-                };
-                let Some(divisor) = self.divisor(t, &value) else {
-                    return;
-                };
-                let first = self.operand(t, &first);
-                if ops.len() > 8 {
-                    self.warn(
-                        t,
-                        value.at,
-                        "more than 8 operations: Tasmota stops after 8; sml computes all",
-                    );
-                }
-                let ops = ops
-                    .iter()
-                    .map(|(op, o)| {
-                        let op = match op {
-                            '+' => MathOp::Add,
-                            '-' => MathOp::Sub,
-                            '*' => MathOp::Mul,
-                            _ => MathOp::Div,
-                        };
-                        (op, self.operand(t, o))
-                    })
-                    .collect();
-                self.builder(index).meter.derived.push(Derived {
-                    kind: DerivedKind::Math { first, ops },
-                    divisor,
-                    output,
-                });
-            }
-            MeterLineKind::Difference {
-                entry: e,
-                interval,
-                value,
-                fields,
-            } => {
-                let Some(output) = self.output(t, entry, src_line, &value, &fields) else {
-                    return;
-                };
-                let Some(divisor) = self.divisor(t, &value) else {
-                    return;
-                };
-                let entry_no = e.v.parse::<EntryNo>().unwrap_or(0);
-                if entry_no == 0 {
-                    self.warn(t, e.at, "`=d 0` refers to no entry: the value stays 0");
-                }
-                let interval_s = match interval {
-                    Some(i) => i.v.parse().unwrap_or(u32::MAX),
-                    None => {
-                        if entry_no != 0 {
-                            self.warn(t, e.at, "`=d` without an interval: the value stays 0");
-                        }
-                        0
-                    }
-                };
-                let count = self
-                    .meters
-                    .values()
-                    .flat_map(|b| &b.meter.derived)
-                    .filter(|d| matches!(d.kind, DerivedKind::Difference { .. }))
-                    .count();
-                if count >= 10 {
-                    self.warn(
-                        t,
-                        line.meter.at,
-                        "more than 10 `=d` lines: Tasmota ignores the rest; sml computes them",
-                    );
-                }
-                self.builder(index).meter.derived.push(Derived {
-                    kind: DerivedKind::Difference {
-                        entry: entry_no,
-                        interval_s,
-                    },
-                    divisor,
-                    output,
-                });
-            }
-            MeterLineKind::Metric(metric) => {
-                let cx = LineContext {
-                    text: t,
-                    meter: index,
-                    entry,
-                    line: src_line,
-                };
-                self.metric(&cx, metric)
-            }
+            MeterLineKind::Math(m) => self.math(&cx, m),
+            MeterLineKind::Difference(d) => self.difference(&cx, d),
+            MeterLineKind::Metric(m) => self.metric(&cx, m),
         }
+    }
+
+    /// `=m`: entries and constants combined strictly left to right.
+    fn math(&mut self, cx: &LineContext<'_>, m: MathAst<'_>) {
+        let t = cx.text;
+        let Some(output) = self.output(cx, &m.fields) else {
+            return;
+        };
+        let Some(divisor) = self.divisor(t, &m.value) else {
+            return;
+        };
+        let first = self.operand(t, &m.first);
+        if m.ops.len() > 8 {
+            self.warn(
+                t,
+                m.value.at,
+                "more than 8 operations: Tasmota stops after 8; sml computes all",
+            );
+        }
+        let ops = m
+            .ops
+            .iter()
+            .map(|(op, o)| {
+                let op = match op {
+                    '+' => MathOp::Add,
+                    '-' => MathOp::Sub,
+                    '*' => MathOp::Mul,
+                    _ => MathOp::Div,
+                };
+                (op, self.operand(t, o))
+            })
+            .collect();
+        self.builder(cx.meter).meter.derived.push(Derived {
+            kind: DerivedKind::Math { first, ops },
+            divisor,
+            output,
+        });
+    }
+
+    /// `=d`: the change of an entry over an interval, as an hourly rate.
+    fn difference(&mut self, cx: &LineContext<'_>, d: DifferenceAst<'_>) {
+        let t = cx.text;
+        let Some(output) = self.output(cx, &d.fields) else {
+            return;
+        };
+        let Some(divisor) = self.divisor(t, &d.value) else {
+            return;
+        };
+        let e = d.entry;
+        let entry_no = e.v.parse::<EntryNo>().unwrap_or(0);
+        if entry_no == 0 {
+            self.warn(t, e.at, "`=d 0` refers to no entry: the value stays 0");
+        }
+        let interval_s = match d.interval {
+            Some(i) => i.v.parse().unwrap_or(u32::MAX),
+            None => {
+                if entry_no != 0 {
+                    self.warn(t, e.at, "`=d` without an interval: the value stays 0");
+                }
+                0
+            }
+        };
+        let count = self
+            .meters
+            .values()
+            .flat_map(|b| &b.meter.derived)
+            .filter(|d| matches!(d.kind, DerivedKind::Difference { .. }))
+            .count();
+        if count >= 10 {
+            self.warn(
+                t,
+                e.at,
+                "more than 10 `=d` lines: Tasmota ignores the rest; sml computes them",
+            );
+        }
+        self.builder(cx.meter).meter.derived.push(Derived {
+            kind: DerivedKind::Difference {
+                entry: entry_no,
+                interval_s,
+            },
+            divisor,
+            output,
+        });
     }
 
     fn operand(&mut self, t: &MappedText, o: &Sp<OperandAst<'_>>) -> Operand {
@@ -207,14 +205,8 @@ impl MeterLowering<'_, '_> {
     }
 
     /// The output fields `,label,unit,name,precision`.
-    fn output(
-        &mut self,
-        t: &MappedText,
-        entry: EntryNo,
-        line: LineNo,
-        value: &ValueSpecAst<'_>,
-        fields: &[Sp<&str>],
-    ) -> Option<Output> {
+    fn output(&mut self, cx: &LineContext<'_>, fields: &[Sp<&str>]) -> Option<Output> {
+        let t = cx.text;
         if fields.len() < 4 {
             let at = fields
                 .last()
@@ -230,7 +222,6 @@ impl MeterLowering<'_, '_> {
             );
             return None;
         }
-        let _ = value;
         let p = fields[3];
         let digits = p.v.trim_start();
         let lead = p.v.len() - digits.len();
@@ -256,8 +247,8 @@ impl MeterLowering<'_, '_> {
         }
         let precision = Precision::from_field(digits[..n].parse().unwrap_or(u32::MAX));
         Some(Output {
-            entry,
-            line,
+            entry: cx.entry,
+            line: cx.line,
             label: fields[0].v.to_string(),
             unit: fields[1].v.to_string(),
             name: fields[2].v.to_string(),
@@ -318,7 +309,7 @@ impl MeterLowering<'_, '_> {
     /// A metric line: the pattern of its meter's protocol, the value spec, the output fields.
     fn metric(&mut self, cx: &LineContext<'_>, m: MetricAst<'_>) {
         let t = cx.text;
-        let Some(output) = self.output(t, cx.entry, cx.line, &m.value, &m.fields) else {
+        let Some(output) = self.output(cx, &m.fields) else {
             return;
         };
         let letter = self.builder(cx.meter).meter.decoding.type_letter();
@@ -449,7 +440,7 @@ impl MeterLowering<'_, '_> {
                 Ok(n) => {
                     let builder = self.builder(cx.meter);
                     let blocks = builder.meter.requests.blocks.len();
-                    if n as usize >= blocks && !builder.telegram_error {
+                    if n as usize >= blocks && !builder.definition_error {
                         self.warn(t, b.at, format!("`i{n}:` names request block {n}, but the meter sends {blocks} block(s): the line never matches"));
                     }
                     Some(n)

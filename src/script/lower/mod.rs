@@ -33,10 +33,15 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn has_errors(&self) -> bool {
+    fn error_count(&self) -> usize {
         self.diagnostics
             .iter()
-            .any(|d| d.severity == Severity::Error)
+            .filter(|d| d.severity == Severity::Error)
+            .count()
+    }
+
+    fn has_errors(&self) -> bool {
+        self.error_count() > 0
     }
 
     /// A diagnostic at byte `byte` of source line `line`.
