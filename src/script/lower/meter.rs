@@ -73,7 +73,40 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
             }
         };
 
-        // Substitute every line, then join definition lines that end in a comma inside their telegrams.
+        let texts = self.substituted_texts(section);
+        for t in texts
+            .iter()
+            .filter(|t| t.text.trim_start().starts_with('+'))
+        {
+            self.definition(t, declared);
+        }
+        if let Some(n) = declared {
+            self.check_declared_count(section, n);
+        }
+        for t in texts
+            .iter()
+            .filter(|t| !t.text.trim_start().starts_with('+'))
+        {
+            self.metric_line(t);
+        }
+        if self.entries == 0 && !self.meters.is_empty() {
+            self.sink.warn(
+                section.head.line,
+                0,
+                "the `>M` section has no metric lines: Tasmota leaves its meter driver not ready (\"sml memory error\") and reads nothing; sml runs the rest of the script, and its meters publish nothing",
+            );
+        }
+        let total = self.entries;
+        let mut out = Vec::new();
+        for (_, b) in std::mem::take(&mut self.meters) {
+            out.push(self.finish(b, total));
+        }
+        out
+    }
+
+    /// Every code line of the section `%var%`-substituted, definition lines joined with the lines
+    /// that continue their request list. Lines using an unknown variable are reported and skipped.
+    fn substituted_texts(&mut self, section: &SectionAst<'_>) -> Vec<MappedText> {
         let mut texts: Vec<MappedText> = Vec::new();
         let mut continuing = false;
         // Unknown `%name%`: one error at the first use, with the count; the lines are skipped.
@@ -135,34 +168,7 @@ impl<'s, 'a> MeterLowering<'s, 'a> {
                 format!("`{written}` names no variable declared in `>D`{more}; a variable of a host script can be given with `--define NAME=VALUE`"),
             );
         }
-        for t in texts
-            .iter()
-            .filter(|t| t.text.trim_start().starts_with('+'))
-        {
-            self.definition(t, declared);
-        }
-        if let Some(n) = declared {
-            self.check_declared_count(section, n);
-        }
-        for t in texts
-            .iter()
-            .filter(|t| !t.text.trim_start().starts_with('+'))
-        {
-            self.metric_line(t);
-        }
-        if self.entries == 0 && !self.meters.is_empty() {
-            self.sink.warn(
-                section.head.line,
-                0,
-                "the `>M` section has no metric lines: Tasmota leaves its meter driver not ready (\"sml memory error\") and reads nothing; sml runs the rest of the script, and its meters publish nothing",
-            );
-        }
-        let total = self.entries;
-        let mut out = Vec::new();
-        for (_, b) in std::mem::take(&mut self.meters) {
-            out.push(self.finish(b, total));
-        }
-        out
+        texts
     }
 
     /// Every meter `>M n` declares needs its `+` line; one error lists those that have none.

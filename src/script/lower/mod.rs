@@ -104,6 +104,108 @@ const HOST_DEFAULTS: [(&str, f64, &str); 3] = [
 ];
 
 /// Lower a parsed file. `lines` are all source lines, for diagnostics; `defines` are the
+/// The `>M` section (the `i`th section) to meters, with the host variables `%name%` may use.
+fn lower_meters(
+    file: &FileAst<'_>,
+    i: usize,
+    defines: &[(String, Literal)],
+    vars: &Variables,
+    script: &Script,
+    sink: &mut Sink<'_>,
+) -> Vec<Meter> {
+    let section = &file.sections[i];
+    // Tasmota ends `>M` at `#`, at the next `>` section, or at the end of the text.
+    match file.sections.get(i + 1) {
+        Some(next) if next.marker == Marker::End => {}
+        Some(next) => sink.at(
+            Severity::Note,
+            next.head.line,
+            0,
+            format!(
+                "the `>M` section ends here, at `{}`, without a `#` line: Tasmota ends it at the next section too, and so does sml",
+                next.head.text.trim()
+            ),
+        ),
+        None => {
+            let last = section
+                .body
+                .last()
+                .map(|l| l.line)
+                .unwrap_or(section.head.line);
+            let len = sink
+                .lines
+                .get(last as usize - 1)
+                .map(|l| l.len())
+                .unwrap_or(0);
+            sink.at(
+                Severity::Note,
+                last,
+                len,
+                "the `>M` section ends at the end of the file, without a `#` line: Tasmota accepts that, and so does sml",
+            )
+        }
+    }
+    let mut vars = vars.clone();
+    apply_defines(defines, script, &mut vars, sink);
+    supply_host_variables(section, &mut vars, sink);
+    let meters = MeterLowering::new(&vars, sink).run(section);
+    if meters.is_empty() && !sink.has_errors() {
+        sink.error(
+            section.head.line,
+            0,
+            "the `>M` section defines no meter (no `+1,...` line): sml has nothing to read",
+        );
+    }
+    meters
+}
+
+/// The kind of a section sml keeps for the hooks (every marker but `>D`, `>M` and `#`).
+fn script_section_kind(section: &SectionAst<'_>, sink: &mut Sink<'_>) -> SectionKind {
+    match &section.marker {
+        Marker::Subroutine { name, params } => SectionKind::Subroutine {
+            name: name.to_string(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+        },
+        Marker::Boot => {
+            let rest = section.rest.v;
+            if rest.is_empty() {
+                SectionKind::Boot
+            } else if rest.trim().is_empty() {
+                sink.warn(
+                    section.head.line,
+                    section.rest.at,
+                    "`>B` followed by blanks: Tasmota never runs this section; sml runs it",
+                );
+                SectionKind::Boot
+            } else {
+                SectionKind::Other(section.head.text.trim().to_string())
+            }
+        }
+        Marker::BootSecond => SectionKind::BootSecond,
+        Marker::EverySecond => SectionKind::EverySecond,
+        Marker::Every100ms => SectionKind::Every100ms,
+        Marker::Restart => SectionKind::Restart,
+        Marker::Teleperiod => SectionKind::Teleperiod,
+        Marker::Event => SectionKind::Event,
+        Marker::Json => SectionKind::Json,
+        Marker::WebStatus => SectionKind::WebStatus,
+        Marker::Web
+            if section
+                .rest
+                .v
+                .starts_with(|c: char| c.is_ascii_alphanumeric()) =>
+        {
+            SectionKind::Other(section.head.text.trim().to_string())
+        }
+        Marker::Web => SectionKind::Web,
+        Marker::Global => SectionKind::Global,
+        Marker::Other(_) => SectionKind::Other(section.head.text.trim().to_string()),
+        Marker::End | Marker::Declarations | Marker::Meters => {
+            SectionKind::Other(section.head.text.trim().to_string())
+        }
+    }
+}
+
 /// `--define NAME=VALUE` host variables.
 pub fn lower(
     file: &FileAst<'_>,
@@ -211,44 +313,7 @@ fn lower_file(file: &FileAst<'_>, defines: &[(String, Literal)], sink: &mut Sink
                 }
                 continue;
             }
-            Marker::Subroutine { name, params } => SectionKind::Subroutine {
-                name: name.to_string(),
-                params: params.iter().map(|p| p.to_string()).collect(),
-            },
-            Marker::Boot => {
-                let rest = section.rest.v;
-                if rest.is_empty() {
-                    SectionKind::Boot
-                } else if rest.trim().is_empty() {
-                    sink.warn(
-                        section.head.line,
-                        section.rest.at,
-                        "`>B` followed by blanks: Tasmota never runs this section; sml runs it",
-                    );
-                    SectionKind::Boot
-                } else {
-                    SectionKind::Other(section.head.text.trim().to_string())
-                }
-            }
-            Marker::BootSecond => SectionKind::BootSecond,
-            Marker::EverySecond => SectionKind::EverySecond,
-            Marker::Every100ms => SectionKind::Every100ms,
-            Marker::Restart => SectionKind::Restart,
-            Marker::Teleperiod => SectionKind::Teleperiod,
-            Marker::Event => SectionKind::Event,
-            Marker::Json => SectionKind::Json,
-            Marker::WebStatus => SectionKind::WebStatus,
-            Marker::Web
-                if section
-                    .rest
-                    .v
-                    .starts_with(|c: char| c.is_ascii_alphanumeric()) =>
-            {
-                SectionKind::Other(section.head.text.trim().to_string())
-            }
-            Marker::Web => SectionKind::Web,
-            Marker::Global => SectionKind::Global,
-            Marker::Other(_) => SectionKind::Other(section.head.text.trim().to_string()),
+            _ => script_section_kind(section, sink),
         };
         if !matches!(kind, SectionKind::Other(_) | SectionKind::Subroutine { .. }) {
             let key = format!("{kind:?}");
@@ -290,48 +355,7 @@ fn lower_file(file: &FileAst<'_>, defines: &[(String, Literal)], sink: &mut Sink
         );
         return script;
     };
-    let section = &file.sections[i];
-    // Tasmota ends `>M` at `#`, at the next `>` section, or at the end of the text.
-    match file.sections.get(i + 1) {
-        Some(next) if next.marker == Marker::End => {}
-        Some(next) => sink.at(
-            Severity::Note,
-            next.head.line,
-            0,
-            format!(
-                "the `>M` section ends here, at `{}`, without a `#` line: Tasmota ends it at the next section too, and so does sml",
-                next.head.text.trim()
-            ),
-        ),
-        None => {
-            let last = section
-                .body
-                .last()
-                .map(|l| l.line)
-                .unwrap_or(section.head.line);
-            let len = sink
-                .lines
-                .get(last as usize - 1)
-                .map(|l| l.len())
-                .unwrap_or(0);
-            sink.at(
-                Severity::Note,
-                last,
-                len,
-                "the `>M` section ends at the end of the file, without a `#` line: Tasmota accepts that, and so does sml",
-            )
-        }
-    }
-    apply_defines(defines, &script, &mut vars, sink);
-    supply_host_variables(section, &mut vars, sink);
-    script.meters = MeterLowering::new(&vars, sink).run(section);
-    if script.meters.is_empty() && !sink.has_errors() {
-        sink.error(
-            section.head.line,
-            0,
-            "the `>M` section defines no meter (no `+1,...` line): sml has nothing to read",
-        );
-    }
+    script.meters = lower_meters(file, i, defines, &vars, &script, sink);
     script
 }
 
