@@ -717,7 +717,7 @@ mod end_marker_tests {
 
     #[test]
     fn hash_at_end_of_file_without_newline_ends_the_section() {
-        for text in [">M 1\n#", ">M 1\n#\n", ">M 1\r\n#\r", ">M 1\n#  "] {
+        for text in [">M 1\n#", ">M 1\n#\n", ">M 1\r\n#\r\n", ">M 1\n#  "] {
             let f = parse_file(text).unwrap();
             assert_eq!(f.sections.last().unwrap().marker, Marker::End, "{text:?}");
         }
