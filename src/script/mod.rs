@@ -651,4 +651,62 @@ mod tests {
             "'novalue': expected NAME=VALUE, e.g. smlf=0"
         );
     }
+
+    /// Pieces of scripts, so random sequences reach deep into the grammar and the lowering.
+    const PIECES: &[&str] = &[
+        ">D",
+        ">D 30",
+        ">M 1",
+        ">M 2",
+        ">B",
+        ">S",
+        "#",
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        ",",
+        "@",
+        "=",
+        "+1,3,s,0,9600,SML",
+        "+2,%0rxpin%,m,%0smlf%,9600,MB,%0txpin%,10,01040000,",
+        "1,77070100010800ff@1000,T,kWh,t,3",
+        "1,=m 1+2 @1,s,,s,0",
+        "1,=d 1 10 @1,d,,d,0",
+        "2,010404ffffffff@i0:1,V,V,v,1",
+        "r=\"1,AA100021421000010774\"",
+        "%r%",
+        "%ms%",
+        "1,=so2,20",
+        "ff",
+        "xx",
+        "(@(1:",
+        "\u{feff}",
+        "\u{1b}",
+        "é",
+        ";",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn any_sequence_of_script_pieces_compiles_or_is_diagnosed_without_panicking(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..40)
+        ) {
+            let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+            let options = CompileOptions { defines: vec!["ms=1".parse().unwrap()] };
+            let c = compile_with(text.as_bytes(), &options);
+            proptest::prop_assert_eq!(c.script.is_some(), !c.has_errors());
+            for d in &c.diagnostics {
+                proptest::prop_assert!(d.line >= 1 && d.col >= 1, "{:?}", d);
+                let shown = d.render("p.sml");
+                proptest::prop_assert!(!shown.contains('\u{1b}'), "no raw escape reaches the terminal");
+            }
+            if let Some(script) = &c.script {
+                proptest::prop_assert!(!script.meters.is_empty(), "a model always has a meter to run");
+                for m in &script.meters {
+                    let _ = crate::decode::request::frame(m);
+                }
+            }
+        }
+    }
 }
