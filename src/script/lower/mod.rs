@@ -259,6 +259,13 @@ fn lower_file(file: &FileAst<'_>, defines: &[(String, Literal)], sink: &mut Sink
             0,
             "Tasmota only runs a script whose first line is `>D`; sml runs it anyway",
         ),
+        // ottelo's meter files start at `>M`: they are pasted into a host script's `>M` section.
+        Some(s) if s.marker == Marker::Meters => sink.at(
+            Severity::Note,
+            s.head.line,
+            0,
+            "the script starts at `>M`, without `>D`: a meter file to paste into a host script (Tasmota runs a script only from `>D`); sml runs it as it is",
+        ),
         _ => sink.warn(
             1,
             0,
