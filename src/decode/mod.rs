@@ -14,6 +14,7 @@ protocol module, so each half is tested alone.
 pub mod kamstrup;
 pub mod modbus;
 pub mod obis;
+pub mod pzem;
 pub mod request;
 pub mod sml;
 

@@ -2,17 +2,19 @@
 Requests to a meter that must be asked (Modbus polls, the IEC 62056-21 `/?!` sign-on, Kamstrup
 queries): the script's blocks framed by their protocol ([`frame`]), then sent one block every
 period, in turn ([`RequestSchedule`]). The script model keeps the blocks as written; each protocol's
-framing lives with its decoder (`modbus::request`, `obis::request`, `kamstrup::request`).
+framing lives with its decoder (`modbus::request`, `obis::request`, `kamstrup::request`,
+`pzem::request`), checked against Tasmota's `SML_Send_Seq`.
 */
 
 use std::time::{Duration, Instant};
 
-use crate::decode::{kamstrup, modbus, obis};
+use crate::decode::{kamstrup, modbus, obis, pzem};
 use crate::script::model::{Decoding, Meter, MeterSource};
 
 /// The meter's request blocks as bytes on the wire, exactly what Tasmota sends: Modbus count and
 /// CRC (none on Modbus TCP, where the link adds the MBAP header), `o` parity (unless `=so2` flag
-/// 0x20), Kamstrup CRC, stuffing and framing; other types send the bytes as written.
+/// 0x20), Kamstrup CRC, stuffing and framing, PZEM address and checksum; other types send the
+/// bytes as written.
 pub fn frame(meter: &Meter) -> Vec<Vec<u8>> {
     let blocks = &meter.requests.blocks;
     let parity = meter
@@ -31,6 +33,10 @@ pub fn frame(meter: &Meter) -> Vec<Vec<u8>> {
         Decoding::Kamstrup(_) => blocks
             .iter()
             .map(|b| kamstrup::request::frame(&b.bytes))
+            .collect(),
+        Decoding::Pzem(_) => blocks
+            .iter()
+            .map(|b| pzem::request::frame(&b.bytes))
             .collect(),
         _ => blocks.iter().map(|b| b.bytes.clone()).collect(),
     }
@@ -155,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn kamstrup_requests_are_framed_and_other_types_sent_as_written() {
+    fn kamstrup_and_pzem_requests_are_framed_and_can_is_sent_as_written() {
         let k = wire(">D\n>M 1\n+1,3,k,0,9600,K,1,10,3F1001003C\n1,3F10x5kstr@1,E,,e,0\n#\n");
         assert_eq!(
             k,
