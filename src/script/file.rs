@@ -53,8 +53,14 @@ pub fn read_script(path: &Path) -> Result<Vec<u8>, ScriptFileError> {
         });
     }
     // Devices and pipes report no size: read one byte past the cap to tell "exactly at the cap"
-    // from "more".
-    let mut bytes = Vec::new();
+    // from "more", into room reserved once, so the buffer never doubles past the cap (the pages
+    // of untouched room cost nothing).
+    let room = if meta.is_file() {
+        meta.len() + 1
+    } else {
+        MAX_SCRIPT_BYTES + 1
+    };
+    let mut bytes = Vec::with_capacity(room as usize);
     file.take(MAX_SCRIPT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
