@@ -1,14 +1,18 @@
 //! Compatibility over the community corpus (`../shared/corpus/tasmota-community/*.tas`): every script
 //! compiles, except those listed in `tests/corpus-known-broken.tsv`, which must fail with the error
-//! named there. Fragments without `>D` (descriptors meant to be pasted into a host script that defines
-//! `rxpin`, `txpin`, `smlf`) are compiled inside `tests/fixtures/fragment-template.sml`.
-//! Skips cleanly when `../shared` is absent.
+//! named there. Each file is compiled as it is, as `sml check` reads it: meter files meant to be pasted
+//! into a host script (ottelo's, using `%0rxpin%`, `%0txpin%`, `%0smlf%`) get those three from the
+//! compiler. Skips cleanly when `../shared` (or `$SML_SHARED`) is absent.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// `$SML_SHARED` (a git worktree beside the repository has no `../shared`), else `../shared`.
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/tasmota-community");
+    let shared = std::env::var_os("SML_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    let dir = shared.join("corpus/tasmota-community");
     dir.is_dir().then_some(dir)
 }
 
@@ -28,41 +32,6 @@ fn known_broken() -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
-/// The script as it would run: fragments without `>D` are pasted into the template; a script with an
-/// empty host header (a `>D` that does not declare the `rxpin`, `txpin`, `smlf` it uses, as ottelo's
-/// meter files) gets the template's declarations after its `>D` line.
-fn source_of(path: &Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let template_path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fragment-template.sml");
-    let template = std::fs::read_to_string(template_path).unwrap();
-    let Some(d) = text.lines().position(|l| l.trim_start().starts_with(">D")) else {
-        return format!("{template}{text}").into_bytes();
-    };
-    let declared = |name: &str| {
-        text.lines()
-            .any(|l| l.trim_start().starts_with(&format!("{name}=")))
-    };
-    let host: Vec<&str> = template
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.starts_with('>'))
-        .filter(|l| {
-            let name = l.split('=').next().unwrap_or("");
-            text.contains(&format!("{name}%")) && !declared(name)
-        })
-        .collect();
-    if host.is_empty() {
-        return bytes;
-    }
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    for (i, h) in host.iter().enumerate() {
-        lines.insert(d + 1 + i, h);
-    }
-    lines.join("\n").into_bytes()
-}
-
 #[test]
 fn community_scripts_compile_or_fail_as_listed() {
     let Some(dir) = corpus_dir() else {
@@ -80,7 +49,7 @@ fn community_scripts_compile_or_fail_as_listed() {
     let mut failures = Vec::new();
     for path in &paths {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let compiled = sml::script::compile(&source_of(path));
+        let compiled = sml::script::compile(&std::fs::read(path).unwrap());
         let errors: Vec<String> = compiled
             .diagnostics
             .iter()

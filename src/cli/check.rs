@@ -2,14 +2,14 @@
 `sml check FILE...`: compile each script and print every diagnostic as `path:line:col: severity:
 message`, the source line and a caret. Exit 0 when every file compiles (warnings allowed), 1 when
 any file has an error. A file that cannot be read counts as an error for that file, not a crash.
+Diagnostics and the summary go to stderr, as compilers print them, so they stay together and in
+order when both streams reach a terminal or a log.
 */
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-
-use crate::script;
+use crate::script::{self, CompileOptions, Define};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -19,26 +19,34 @@ pub struct Args {
     /// Print only errors, not warnings and notes.
     #[arg(long, short)]
     pub quiet: bool,
+    /// A variable of the host script a meter file is pasted into, for `%NAME%` in `>M` lines
+    /// (repeatable). `rxpin`, `txpin` and `smlf` are supplied when a script uses them undeclared.
+    #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
+    pub defines: Vec<Define>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    let options = CompileOptions {
+        defines: args.defines.clone(),
+    };
     let mut failed = 0usize;
     for path in &args.files {
-        let shown = path.display().to_string();
-        let bytes = match std::fs::read(path).with_context(|| format!("cannot read {shown}")) {
+        let bytes = match script::read_script(path) {
             Ok(b) => b,
             Err(e) => {
-                eprintln!("{shown}: error: {e:#}");
+                // The error names the file already.
+                eprintln!("error: {e}");
                 failed += 1;
                 continue;
             }
         };
-        let compiled = script::compile(&bytes);
+        let shown = path.display().to_string();
+        let compiled = script::compile_with(&bytes, &options);
         for d in &compiled.diagnostics {
             if args.quiet && d.severity != script::Severity::Error {
                 continue;
             }
-            print!("{}", d.render(&shown));
+            eprint!("{}", d.render(&shown));
         }
         if compiled.has_errors() {
             failed += 1;

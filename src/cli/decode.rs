@@ -32,6 +32,9 @@ pub struct Args {
     /// reproducible output.
     #[arg(long, value_parser = parse_time)]
     pub time: Option<chrono::NaiveDateTime>,
+    /// A variable of the host script a meter file is pasted into, for `%NAME%` (repeatable).
+    #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
+    pub defines: Vec<crate::script::Define>,
 }
 
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -42,7 +45,10 @@ fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let script_path = args.script.display().to_string();
     let source = std::fs::read(&args.script).with_context(|| format!("reading {script_path}"))?;
-    let compiled = crate::script::compile(&source);
+    let options = crate::script::CompileOptions {
+        defines: args.defines.clone(),
+    };
+    let compiled = crate::script::compile_with(&source, &options);
     for d in &compiled.diagnostics {
         eprint!("{}", d.render(&script_path));
     }

@@ -11,7 +11,10 @@ Framing (finding a telegram, checking its CRC) is kept apart from matching metri
 protocol module, so each half is tested alone.
 */
 
+pub mod kamstrup;
+pub mod modbus;
 pub mod obis;
+pub mod pzem;
 pub mod request;
 pub mod sml;
 

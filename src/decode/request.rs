@@ -1,11 +1,46 @@
 /*!
-The request schedule of a meter that must be asked (Modbus polls, the IEC 62056-21 `/?!` sign-on):
-one block every period, in turn. Protocol-neutral: the blocks are already wire bytes.
+Requests to a meter that must be asked (Modbus polls, the IEC 62056-21 `/?!` sign-on, Kamstrup
+queries): the script's blocks framed by their protocol ([`frame`]), then sent one block every
+period, in turn ([`RequestSchedule`]). The script model keeps the blocks as written; each protocol's
+framing lives with its decoder (`modbus::request`, `obis::request`, `kamstrup::request`,
+`pzem::request`), checked against Tasmota's `SML_Send_Seq`.
 */
 
 use std::time::{Duration, Instant};
 
-use crate::script::model::Requests;
+use crate::decode::{kamstrup, modbus, obis, pzem};
+use crate::script::model::{Decoding, Meter, MeterSource};
+
+/// The meter's request blocks as bytes on the wire, exactly what Tasmota sends: Modbus count and
+/// CRC (none on Modbus TCP, where the link adds the MBAP header), `o` parity (unless `=so2` flag
+/// 0x20), Kamstrup CRC, stuffing and framing, PZEM address and checksum; other types send the
+/// bytes as written.
+pub fn frame(meter: &Meter) -> Vec<Vec<u8>> {
+    let blocks = &meter.requests.blocks;
+    let parity = meter
+        .options
+        .so2_flags
+        .is_none_or(|f| f & obis::request::NO_PARITY_FLAG == 0);
+    match &meter.decoding {
+        Decoding::Modbus(_) if matches!(meter.source, MeterSource::ModbusTcp { .. }) => {
+            blocks.iter().map(modbus::request::tcp).collect()
+        }
+        Decoding::Modbus(_) => blocks.iter().map(modbus::request::rtu).collect(),
+        Decoding::Obis(_) if parity => blocks
+            .iter()
+            .map(|b| obis::request::even_parity(&b.bytes))
+            .collect(),
+        Decoding::Kamstrup(_) => blocks
+            .iter()
+            .map(|b| kamstrup::request::frame(&b.bytes))
+            .collect(),
+        Decoding::Pzem(_) => blocks
+            .iter()
+            .map(|b| pzem::request::frame(&b.bytes))
+            .collect(),
+        _ => blocks.iter().map(|b| b.bytes.clone()).collect(),
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RequestSchedule {
@@ -17,11 +52,17 @@ pub struct RequestSchedule {
 }
 
 impl RequestSchedule {
-    pub fn new(requests: &Requests) -> Self {
+    /// The schedule of a meter's requests, framed for its protocol.
+    pub fn new(meter: &Meter) -> Self {
+        Self::from_wire(frame(meter), meter.requests.period_ms)
+    }
+
+    /// A schedule of blocks that are already wire bytes.
+    pub fn from_wire(blocks: Vec<Vec<u8>>, period_ms: u32) -> Self {
         RequestSchedule {
-            blocks: requests.telegrams.clone(),
+            blocks,
             // Tasmota's period is in 100 ms ticks; 0 would spin, so at least one tick.
-            period: Duration::from_millis(u64::from(requests.period_ms.max(100))),
+            period: Duration::from_millis(u64::from(period_ms.max(100))),
             next_at: None,
             current: None,
         }
@@ -65,12 +106,15 @@ impl RequestSchedule {
 mod tests {
     use super::*;
 
+    fn wire(script: &str) -> Vec<Vec<u8>> {
+        let compiled = crate::script::compile(script.as_bytes());
+        assert!(!compiled.has_errors(), "{:#?}", compiled.diagnostics);
+        frame(&compiled.script.unwrap().meters[0])
+    }
+
     #[test]
     fn blocks_go_in_turn_one_per_period() {
-        let mut s = RequestSchedule::new(&Requests {
-            period_ms: 1000,
-            telegrams: vec![vec![1], vec![2]],
-        });
+        let mut s = RequestSchedule::from_wire(vec![vec![1], vec![2]], 1000);
         let t0 = Instant::now();
         assert_eq!(s.poll_transmit(t0), Some((0, vec![1])));
         assert_eq!(s.poll_transmit(t0 + Duration::from_millis(999)), None);
@@ -84,5 +128,62 @@ mod tests {
             Some((0, vec![1]))
         );
         assert_eq!(s.current_block(), Some(0));
+    }
+
+    #[test]
+    fn modbus_rtu_blocks_get_the_register_count_and_the_crc() {
+        let blocks =
+            wire(">D\n>M 1\n+1,3,m,0,9600,MB,1,10,01040000,r010400000012\n1,010404ffffffff@i0:1,V,V,v,1\n#\n");
+        assert_eq!(
+            blocks,
+            vec![
+                vec![0x01, 0x04, 0x00, 0x00, 0x00, 0x02, 0x71, 0xCB],
+                vec![0x01, 0x04, 0x00, 0x00, 0x00, 0x12, 0x70, 0x07],
+            ]
+        );
+    }
+
+    #[test]
+    fn modbus_tcp_blocks_have_no_crc() {
+        let blocks = wire(
+            ">D\n>M 1\n+1,[192.168.1.10],m,0,502,TCP,0,10,01040000\n1,010404ffffffff@i0:1,V,V,v,1\n#\n",
+        );
+        assert_eq!(blocks, vec![vec![0x01, 0x04, 0x00, 0x00, 0x00, 0x02]]);
+    }
+
+    #[test]
+    fn obis_requests_get_parity_unless_so2_has_flag_20() {
+        let with = wire(">D\n>M 1\n+1,3,o,0,300,zm,1,100,2F3F210D0A\n1,1.8.0(@1,t,,t,0\n#\n");
+        assert_eq!(with, vec![vec![0xAF, 0x3F, 0x21, 0x8D, 0x0A]]);
+        let without =
+            wire(">D\n>M 1\n+1,3,o,0,300,zm,1,100,2F3F210D0A\n1,=so2,20\n1,1.8.0(@1,t,,t,0\n#\n");
+        assert_eq!(without, vec![vec![0x2F, 0x3F, 0x21, 0x0D, 0x0A]]);
+    }
+
+    #[test]
+    fn kamstrup_and_pzem_requests_are_framed_and_can_is_sent_as_written() {
+        let k = wire(">D\n>M 1\n+1,3,k,0,9600,K,1,10,3F1001003C\n1,3F10x5kstr@1,E,,e,0\n#\n");
+        assert_eq!(
+            k,
+            vec![vec![0x80, 0x3F, 0x10, 0x01, 0x00, 0x3C, 0xB2, 0x5F, 0x0D]]
+        );
+        let c =
+            wire(">D\n>M 1\n+1,7,C,0,3203,CAN,6,10,908040FE08\n1,908040FEx4UUuu@1,V,V,v,1\n#\n");
+        assert_eq!(c, vec![vec![0x90, 0x80, 0x40, 0xFE, 0x08]]);
+    }
+
+    #[test]
+    fn the_schedule_of_a_meter_sends_its_framed_blocks() {
+        let compiled = crate::script::compile(
+            b">D\n>M 1\n+1,3,o,0,300,zm,1,100,2F3F210D0A\n1,1.8.0(@1,t,,t,0\n#\n",
+        );
+        let meter = &compiled.script.unwrap().meters[0];
+        let mut s = RequestSchedule::new(meter);
+        let t0 = Instant::now();
+        assert_eq!(
+            s.poll_transmit(t0),
+            Some((0, vec![0xAF, 0x3F, 0x21, 0x8D, 0x0A]))
+        );
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     }
 }

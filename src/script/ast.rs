@@ -1,6 +1,6 @@
 /*!
 The spanned syntax tree between pest's pairs and the model: what each line says, as text slices with
-their byte offsets, before anything is checked. Lowering (`lower.rs`) validates it and builds the model;
+their byte offsets, before anything is checked. Lowering (`lower/`) validates it and builds the model;
 keeping the two apart lets validation collect every problem instead of stopping at the first.
 */
 
@@ -121,28 +121,40 @@ pub struct MeterLineAst<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum MeterLineKind<'a> {
     Html(&'a str),
-    Math {
-        first: Sp<OperandAst<'a>>,
-        ops: Vec<(char, Sp<OperandAst<'a>>)>,
-        value: ValueSpecAst<'a>,
-        fields: Vec<Sp<&'a str>>,
-    },
-    Difference {
-        entry: Sp<&'a str>,
-        interval: Option<Sp<&'a str>>,
-        value: ValueSpecAst<'a>,
-        fields: Vec<Sp<&'a str>>,
-    },
+    Math(MathAst<'a>),
+    Difference(DifferenceAst<'a>),
     Option {
         name: Sp<&'a str>,
         args: Vec<Sp<&'a str>>,
     },
     Unknown(Sp<&'a str>),
-    Metric {
-        decoder: Sp<&'a str>,
-        value: ValueSpecAst<'a>,
-        fields: Vec<Sp<&'a str>>,
-    },
+    Metric(MetricAst<'a>),
+}
+
+/// `=m 3+4/#2@1,...`: entries combined strictly left to right.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MathAst<'a> {
+    pub first: Sp<OperandAst<'a>>,
+    pub ops: Vec<(char, Sp<OperandAst<'a>>)>,
+    pub value: ValueSpecAst<'a>,
+    pub fields: Vec<Sp<&'a str>>,
+}
+
+/// `=d 3 10@1,...`: the change of an entry over an interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DifferenceAst<'a> {
+    pub entry: Sp<&'a str>,
+    pub interval: Option<Sp<&'a str>>,
+    pub value: ValueSpecAst<'a>,
+    pub fields: Vec<Sp<&'a str>>,
+}
+
+/// A metric line after the meter number: `decoder@value,label,unit,name,precision`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricAst<'a> {
+    pub decoder: Sp<&'a str>,
+    pub value: ValueSpecAst<'a>,
+    pub fields: Vec<Sp<&'a str>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

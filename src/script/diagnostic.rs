@@ -34,10 +34,12 @@ impl Diagnostic {
         };
         let mut out = format!(
             "{path}:{}:{}: {sev}: {}\n",
-            self.line, self.col, self.message
+            self.line,
+            self.col,
+            printable(&self.message)
         );
         if !self.source_line.is_empty() || self.col > 1 {
-            out.push_str(&format!("{}\n", self.source_line));
+            out.push_str(&format!("{}\n", printable(&self.source_line)));
             let pad: String = self
                 .source_line
                 .chars()
@@ -48,6 +50,20 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// Text from a script as it may be printed: a control character would act on the terminal instead
+/// of showing, so each becomes a stand-in of the same width (the caret still lines up).
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 impl fmt::Display for Diagnostic {

@@ -4,21 +4,74 @@ The script front end: bytes of a Tasmota script in, a [`model::Script`] out, or 
 Staged like pest's own meta grammar: the pest grammar (`grammar/tasmota.pest`) splits the file into
 sections and lines (`parse.rs` -> the spanned tree in `ast.rs`); each `>M` line is `%var%`-substituted
 (`substitute.rs`) and parsed with its own rule, so one broken line gives one error and the rest is
-still checked; lowering (`lower.rs`) turns the tree into the typed model, framing request telegrams
-(`telegram.rs`) and collecting every problem it finds.
+still checked; lowering (`lower/`) turns the tree into the typed model and collects every problem it
+finds. Request blocks stay as written; the decode layer frames them (`decode::request`).
+[`read_script`] is the one way a command reads a script file (size cap, binary files refused).
 */
 
 mod ast;
 pub mod diagnostic;
+mod file;
 mod grammar;
 mod lower;
 pub mod model;
 mod parse;
 mod substitute;
-pub mod telegram;
 
 pub use diagnostic::{Diagnostic, Severity};
+pub use file::{read_script, ScriptFileError, MAX_SCRIPT_BYTES};
 pub use model::Script;
+
+/// `--define NAME=VALUE`: a variable of the host script a meter file is pasted into, used in
+/// `%NAME%` of `>M` lines. A value that reads as a number is a number, anything else text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Define {
+    pub name: String,
+    pub value: String,
+}
+
+/// Why a `--define` argument is not `NAME=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefineError {
+    #[error("'{0}': expected NAME=VALUE, e.g. smlf=0")]
+    NoEquals(String),
+    #[error("'{0}': the name before '=' is empty")]
+    EmptyName(String),
+}
+
+impl std::str::FromStr for Define {
+    type Err = DefineError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((name, value)) = s.split_once('=') else {
+            return Err(DefineError::NoEquals(s.to_string()));
+        };
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(DefineError::EmptyName(s.to_string()));
+        }
+        Ok(Define {
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
+impl Define {
+    fn literal(&self) -> model::Literal {
+        match self.value.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() => model::Literal::Number(n),
+            _ => model::Literal::Text(self.value.clone()),
+        }
+    }
+}
+
+/// What a compile may be told beyond the script text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CompileOptions {
+    /// Host variables (`--define`), applied after `>D`, so they replace a declaration.
+    pub defines: Vec<Define>,
+}
 
 /// The result of compiling one script: the model when there was no error, and every diagnostic.
 #[derive(Debug, Clone)]
@@ -40,8 +93,26 @@ const MAX_ENCODING_ERRORS: usize = 10;
 
 /// Compile a script from its raw bytes.
 pub fn compile(source: &[u8]) -> Compiled {
+    compile_with(source, &CompileOptions::default())
+}
+
+/// Compile a script from its raw bytes, with host variables.
+pub fn compile_with(source: &[u8], options: &CompileOptions) -> Compiled {
     let mut diagnostics = encoding_errors(source);
     let mut text = String::from_utf8_lossy(source);
+    if let Some(at) = lone_carriage_return(&text) {
+        // Old Mac editors end lines with CR alone; Tasmota's scripter stops a line at `\r` as at
+        // `\n`, so a lone CR is a line end here too. Same length, so every offset stays right.
+        let line = text[..at].matches('\n').count() as u32 + 1;
+        diagnostics.push(Diagnostic {
+            severity: Severity::Note,
+            line,
+            col: 1,
+            message: "lines end with a carriage return alone (CR, old Mac style): read as line ends, as Tasmota does".into(),
+            source_line: String::new(),
+        });
+        text = std::borrow::Cow::Owned(cr_to_lf(&text));
+    }
     if let Some(rest) = text.strip_prefix('\u{feff}') {
         // Editors on Windows add a byte-order mark; Tasmota would see it as text before `>D`.
         diagnostics.push(Diagnostic {
@@ -75,7 +146,12 @@ pub fn compile(source: &[u8]) -> Compiled {
             };
         }
     };
-    let (script, mut more) = lower::lower(&file, &lines);
+    let defines: Vec<(String, model::Literal)> = options
+        .defines
+        .iter()
+        .map(|d| (d.name.clone(), d.literal()))
+        .collect();
+    let (script, mut more) = lower::lower(&file, &lines, &defines);
     let had_encoding_errors = diagnostics.iter().any(|d| d.severity == Severity::Error);
     diagnostics.append(&mut more);
     diagnostics.sort_by_key(|d| (d.line, d.col));
@@ -83,6 +159,28 @@ pub fn compile(source: &[u8]) -> Compiled {
         script: if had_encoding_errors { None } else { script },
         diagnostics,
     }
+}
+
+/// The offset of the first CR that is not followed by LF.
+fn lone_carriage_return(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    memchr::memchr_iter(b'\r', b).find(|&i| b.get(i + 1) != Some(&b'\n'))
+}
+
+/// Every lone CR turned into LF; CR LF stays.
+fn cr_to_lf(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    for i in memchr::memchr_iter(b'\r', b) {
+        if b.get(i + 1) != Some(&b'\n') {
+            out.push_str(&text[from..i]);
+            out.push('\n');
+            from = i + 1;
+        }
+    }
+    out.push_str(&text[from..]);
+    out
 }
 
 /// One error per line holding bytes that are not UTF-8, naming the line and the byte.
@@ -234,11 +332,20 @@ mod tests {
             })
         );
         assert_eq!(m.requests.period_ms, 1000);
+        // As written: framing (count, CRC) is the decode layer's, see `decode::request`.
         assert_eq!(
-            m.requests.telegrams[0],
-            vec![0x01, 0x04, 0x00, 0x00, 0x00, 0x02, 0x71, 0xCB]
+            m.requests.blocks,
+            vec![
+                RequestBlock {
+                    raw: false,
+                    bytes: vec![0x01, 0x04, 0x00, 0x00]
+                },
+                RequestBlock {
+                    raw: true,
+                    bytes: vec![0x01, 0x04, 0x00, 0x00, 0x00, 0x12]
+                }
+            ]
         );
-        assert_eq!(m.requests.telegrams[1].len(), 8);
         let Decoding::Modbus(metrics) = &m.decoding else {
             panic!()
         };
@@ -250,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn modbus_tcp_has_no_crc() {
+    fn a_bracketed_address_is_a_modbus_tcp_source() {
         let m = meter("+1,[192.168.1.10],m,0,502,TCP,0,10,01040000\n1,010404ffffffff@i0:1,V,V,v,1");
         assert_eq!(
             m.source,
@@ -259,16 +366,13 @@ mod tests {
                 port: 502
             }
         );
-        assert_eq!(
-            m.requests.telegrams[0],
-            vec![0x01, 0x04, 0x00, 0x00, 0x00, 0x02]
-        );
+        assert_eq!(m.requests.blocks[0].bytes, vec![0x01, 0x04, 0x00, 0x00]);
     }
 
     #[test]
-    fn obis_requests_lose_parity_with_so2_flag_20() {
+    fn obis_requests_are_kept_as_written_with_the_so2_flags() {
         let m = meter("+1,3,o,0,300,zm,1,100,2F3F210D0A\n1,=so2,20\n1,1.8.0(@1,t,,t,0");
-        assert_eq!(m.requests.telegrams[0], vec![0x2F, 0x3F, 0x21, 0x0D, 0x0A]);
+        assert_eq!(m.requests.blocks[0].bytes, b"/?!\r\n");
         assert_eq!(m.options.so2_flags, Some(0x20));
     }
 
@@ -278,7 +382,7 @@ mod tests {
         assert!(
             matches!(&m.decoding, Decoding::Kamstrup(v) if v[0].pattern.ops.last() == Some(&ByteOp::Extract(Extract::Kamstrup)))
         );
-        assert_eq!(m.requests.telegrams[0][0], 0x80);
+        assert_eq!(m.requests.blocks[0].bytes[0], 0x3F);
         let m = meter("+1,3,e,0,2400,EB\n1,xxxxxxxx5017xxuu@1,T,C,t,1");
         assert!(matches!(&m.decoding, Decoding::Ebus(v) if v[0].pattern.ops[0] == ByteOp::Skip(1)));
         let m = meter("+1,3,R,0,2400,RAW\n1,68xx08bcd8@1,N,,n,0");
@@ -321,7 +425,7 @@ mod tests {
     #[test]
     fn continuation_lines_join_telegrams_but_not_an_empty_prefix() {
         let m = meter("+1,3,m,0,9600,MB,1,1,01030271,\n0103028D\n1,010304SSss@i1:1,P,W,p,0");
-        assert_eq!(m.requests.telegrams.len(), 2);
+        assert_eq!(m.requests.blocks.len(), 2);
         let m = meter("+1,3,s,0,9600,\n1,77070100010800ff@1,a,,a,0");
         assert_eq!(m.prefix.as_deref(), Some(""));
         assert_eq!(m.decoding.metric_count(), 1);
@@ -356,7 +460,7 @@ mod tests {
     #[test]
     fn sections_keep_their_statement_lines() {
         let c =
-            compile(b">D\nx=1\n>B  \nx=2\n; comment\n\n>S\nx=3\n#sub(a b)\nx=4\n>xM\nignored\n");
+            compile(b">D\nx=1\n>B  \nx=2\n; comment\n\n>S\nx=3\n#sub(a b)\nx=4\n>xM\nignored\n>M 1\n+1,3,s,0,9600,A\n1,77070100010800ff@1,a,,a,0\n#\n");
         let s = c.script.unwrap();
         let kinds: Vec<_> = s.sections.iter().map(|s| s.kind.clone()).collect();
         assert_eq!(
@@ -379,5 +483,230 @@ mod tests {
             }]
         );
         assert_eq!(s.declarations[0].initial, Literal::Number(1.0));
+    }
+
+    fn diagnostics(text: &str, options: &CompileOptions) -> (Compiled, Vec<String>) {
+        let c = compile_with(text.as_bytes(), options);
+        let shown = c
+            .diagnostics
+            .iter()
+            .map(|d| format!("{}:{}: {:?}: {}", d.line, d.col, d.severity, d.message))
+            .collect();
+        (c, shown)
+    }
+
+    #[test]
+    fn a_string_initializer_longer_than_the_capacity_is_kept_whole() {
+        let text =
+            ">D\nr=\"1,AA100021421000010774\"\n>M 1\n+1,3,v,0,9600,V\n%r%vo0uw@1,T,C,t,1\n#\n";
+        let (c, shown) = diagnostics(text, &CompileOptions::default());
+        assert!(!c.has_errors(), "{shown:#?}");
+        let script = c.script.unwrap();
+        assert_eq!(
+            script.declarations[0].initial,
+            Literal::Text("1,AA100021421000010774".into())
+        );
+        let Decoding::Vbus(v) = &script.meters[0].decoding else {
+            panic!("a VBus meter")
+        };
+        assert_eq!(v[0].pattern.header.len(), 10, "the whole 20-digit header");
+        assert!(
+            shown[0].contains("Note: the initial value has 22 characters"),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_meter_section_ends_at_the_next_section_or_the_end_of_the_file_with_a_note() {
+        let meter = ">D\n>M 1\n+1,3,s,0,9600,A\n1,77070100010800ff@1,a,,a,0\n";
+        let (c, shown) = diagnostics(&format!("{meter}>B\nx=1\n"), &CompileOptions::default());
+        assert!(!c.has_errors(), "{shown:#?}");
+        assert_eq!(
+            shown,
+            vec!["5:1: Note: the `>M` section ends here, at `>B`, without a `#` line: Tasmota ends it at the next section too, and so does sml"]
+        );
+        let (c, shown) = diagnostics(meter, &CompileOptions::default());
+        assert!(!c.has_errors(), "{shown:#?}");
+        assert!(
+            shown[0].starts_with("4:28: Note: the `>M` section ends at the end of the file"),
+            "{shown:#?}"
+        );
+        let (_, shown) = diagnostics(&format!("{meter}#\n"), &CompileOptions::default());
+        assert!(shown.is_empty(), "`#` is the normal end: {shown:#?}");
+    }
+
+    #[test]
+    fn a_meter_section_without_metric_lines_warns_and_the_script_still_runs() {
+        let (c, shown) = diagnostics(
+            ">D\n>B\n=>sensor53 r\n>M 1\n+1,3,s,0,9600,A\n#\n",
+            &CompileOptions::default(),
+        );
+        assert!(!c.has_errors(), "{shown:#?}");
+        assert_eq!(c.script.unwrap().meters.len(), 1);
+        assert!(
+            shown[0].starts_with("4:1: Warning: the `>M` section has no metric lines: Tasmota leaves its meter driver not ready"),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn a_trailing_comma_in_the_request_list_says_tasmota_sends_the_next_line() {
+        let e =
+            errors(">D\n>M 1\n+1,3,m,0,9600,MB,1,10,01040000,\n1,010404ffffffff@i0:1,V,V,v,1\n#\n");
+        assert_eq!(
+            e,
+            vec!["3:31: the request list ends with a comma, so Tasmota continues it on the next line and sends line 4 (`1,010404ffffffff@i0:1,V,V,v,1`) as request blocks: remove the trailing comma"]
+        );
+        // A hex continuation line is still joined, as Tasmota joins it.
+        let m = meter("+1,3,m,0,9600,MB,1,1,01030271,\n0103028D\n1,010304SSss@i1:1,P,W,p,0");
+        assert_eq!(m.requests.blocks.len(), 2);
+    }
+
+    #[test]
+    fn more_value_lines_than_entry_numbers_is_an_error_not_a_panic() {
+        let mut text = String::from(">D\n>M 1\n+1,3,s,0,9600,A\n");
+        for _ in 0..=u16::MAX as usize {
+            text.push_str("1,77070100010800ff@1,a,,a,0\n");
+        }
+        text.push_str("#\n");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "reported once: {:?}", e.first());
+        assert!(
+            e[0].starts_with("65539:1: more than 65535 value lines"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn an_empty_or_blank_script_is_an_error_as_run_refuses_it() {
+        for text in ["", "\r", "\r\r\r", "\n\n", "; only a comment\n"] {
+            let e = errors(text);
+            assert_eq!(
+                e,
+                vec!["1:1: the script is empty: sml needs a `>M` section with at least one meter"],
+                "{text:?}"
+            );
+        }
+        let e = errors(">D\nx=1\n>B\nx=2\n");
+        assert_eq!(
+            e,
+            vec!["1:1: the script has no `>M` section: sml reads meters, and this script defines none"]
+        );
+    }
+
+    #[test]
+    fn cr_only_line_ends_read_as_line_ends() {
+        let text = ">D\r>M 1\r+1,3,s,0,9600,A\r1,77070100010800ff@1,a,,a,0\r#\r";
+        let (c, shown) = diagnostics(text, &CompileOptions::default());
+        assert!(!c.has_errors(), "{shown:#?}");
+        assert_eq!(c.script.unwrap().meters[0].decoding.metric_count(), 1);
+        assert_eq!(shown.len(), 1, "{shown:#?}");
+        assert!(shown[0].contains("carriage return alone"));
+        let e = errors(">D\r>M 1\r+1,3,s,0,9600,A\r1,7707zz@1,a,,a,0\r#\r");
+        assert!(
+            e[0].starts_with("4:7:"),
+            "lines and columns count CR as a line end: {e:?}"
+        );
+    }
+
+    #[test]
+    fn host_pins_are_supplied_with_a_note_quoting_the_use_as_written() {
+        let text = ">M 1\n+1,%0rxpin%,m,%0smlf%,9600,MB,%0txpin%,10,01040000\n1,010404ffffffff@i0:1,V,V,v,1\n#\n";
+        let (c, shown) = diagnostics(text, &CompileOptions::default());
+        assert!(!c.has_errors(), "{shown:#?}");
+        let m = &c.script.unwrap().meters[0];
+        assert_eq!(m.source, MeterSource::Pin(-1));
+        assert_eq!(m.tx.as_ref().map(|t| t.pin), Some(-1));
+        assert_eq!(m.flags, 0);
+        let notes: Vec<&String> = shown.iter().filter(|s| s.contains("Note: `%0")).collect();
+        assert_eq!(notes.len(), 3, "{shown:#?}");
+        assert!(
+            notes[0].starts_with("2:4: Note: `%0rxpin%` is not declared"),
+            "{}",
+            notes[0]
+        );
+    }
+
+    #[test]
+    fn a_define_supplies_a_host_variable_and_replaces_a_declaration() {
+        let text = ">D\nsmlf=0\n>M 1\n+1,3,s,%0smlf%,9600,%pfx%\n1,77070100010800ff@1,a,,a,0\n#\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("4:21: `%pfx%` names no variable declared in `>D`"),
+            "{}",
+            e[0]
+        );
+        let options = CompileOptions {
+            defines: vec!["pfx=Haus".parse().unwrap(), "smlf=16".parse().unwrap()],
+        };
+        let (c, shown) = diagnostics(text, &options);
+        assert!(!c.has_errors(), "{shown:#?}");
+        let m = &c.script.unwrap().meters[0];
+        assert_eq!((m.prefix.as_deref(), m.flags), (Some("Haus"), 16));
+        assert!(shown[0].contains("`--define smlf=16` replaces `smlf` declared here"));
+        assert_eq!(
+            "novalue".parse::<Define>().unwrap_err().to_string(),
+            "'novalue': expected NAME=VALUE, e.g. smlf=0"
+        );
+    }
+
+    /// Pieces of scripts, so random sequences reach deep into the grammar and the lowering.
+    const PIECES: &[&str] = &[
+        ">D",
+        ">D 30",
+        ">M 1",
+        ">M 2",
+        ">B",
+        ">S",
+        "#",
+        "\n",
+        "\r",
+        "\r\n",
+        " ",
+        ",",
+        "@",
+        "=",
+        "+1,3,s,0,9600,SML",
+        "+2,%0rxpin%,m,%0smlf%,9600,MB,%0txpin%,10,01040000,",
+        "1,77070100010800ff@1000,T,kWh,t,3",
+        "1,=m 1+2 @1,s,,s,0",
+        "1,=d 1 10 @1,d,,d,0",
+        "2,010404ffffffff@i0:1,V,V,v,1",
+        "r=\"1,AA100021421000010774\"",
+        "%r%",
+        "%ms%",
+        "1,=so2,20",
+        "ff",
+        "xx",
+        "(@(1:",
+        "\u{feff}",
+        "\u{1b}",
+        "é",
+        ";",
+    ];
+
+    proptest::proptest! {
+        #[test]
+        fn any_sequence_of_script_pieces_compiles_or_is_diagnosed_without_panicking(
+            picks in proptest::collection::vec(0..PIECES.len(), 0..40)
+        ) {
+            let text: String = picks.iter().map(|&i| PIECES[i]).collect();
+            let options = CompileOptions { defines: vec!["ms=1".parse().unwrap()] };
+            let c = compile_with(text.as_bytes(), &options);
+            proptest::prop_assert_eq!(c.script.is_some(), !c.has_errors());
+            for d in &c.diagnostics {
+                proptest::prop_assert!(d.line >= 1 && d.col >= 1, "{:?}", d);
+                let shown = d.render("p.sml");
+                proptest::prop_assert!(!shown.contains('\u{1b}'), "no raw escape reaches the terminal");
+            }
+            if let Some(script) = &c.script {
+                proptest::prop_assert!(!script.meters.is_empty(), "a model always has a meter to run");
+                for m in &script.meters {
+                    let _ = crate::decode::request::frame(m);
+                }
+            }
+        }
     }
 }

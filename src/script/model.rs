@@ -186,10 +186,18 @@ pub struct DriverEnable {
 pub struct Requests {
     /// The period between two blocks, in ms (the script gives units of 100 ms).
     pub period_ms: u32,
-    /// The blocks, as bytes on the wire: Modbus count and CRC appended, `o` parity bit set, Kamstrup
-    /// CRC, stuffing and framing, exactly what Tasmota sends. For Modbus TCP the CRC is left out
-    /// (unit id + PDU); the link prepends the MBAP header.
-    pub telegrams: Vec<Vec<u8>>,
+    /// The blocks as the script gives them, read the way Tasmota reads the hex. The decode layer
+    /// frames them for the wire (`decode::request::frame`: Modbus count and CRC, `o` parity,
+    /// Kamstrup CRC and stuffing), since framing is the protocol's business, not the script's.
+    pub blocks: Vec<RequestBlock>,
+}
+
+/// One request block before framing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct RequestBlock {
+    /// `r` before the hex (Modbus): send the block as given, without the register count `0002`.
+    pub raw: bool,
+    pub bytes: Vec<u8>,
 }
 
 /// `=so` options. Pin, UART and buffer options are parsed and kept but have no effect off the ESP.

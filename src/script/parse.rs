@@ -294,12 +294,12 @@ pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
             }
             let value = value_spec(parts.next().unwrap());
             let fields = out_fields(parts.next().unwrap());
-            MeterLineKind::Math {
+            MeterLineKind::Math(MathAst {
                 first,
                 ops,
                 value,
                 fields,
-            }
+            })
         }
         Rule::difference_line => {
             let mut entry = Sp { at: 0, v: "" };
@@ -315,12 +315,12 @@ pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
                     _ => {}
                 }
             }
-            MeterLineKind::Difference {
+            MeterLineKind::Difference(DifferenceAst {
                 entry,
                 interval,
                 value: value.unwrap(),
                 fields,
-            }
+            })
         }
         Rule::option_line => {
             let mut parts = body.into_inner();
@@ -334,11 +334,11 @@ pub fn parse_meter_line(text: &str) -> Result<MeterLineAst<'_>, SyntaxError> {
             let decoder = sp(&parts.next().unwrap());
             let value = value_spec(parts.next().unwrap());
             let fields = out_fields(parts.next().unwrap());
-            MeterLineKind::Metric {
+            MeterLineKind::Metric(MetricAst {
                 decoder,
                 value,
                 fields,
-            }
+            })
         }
     };
     Ok(MeterLineAst { meter, kind })
@@ -424,8 +424,11 @@ pub fn parse_sml_pattern(text: &str) -> Result<Vec<Option<u8>>, SyntaxError> {
         .collect())
 }
 
+/// Two hex digits the grammar has already checked.
 fn hex_byte(s: &str) -> u8 {
-    u8::from_str_radix(s, 16).unwrap()
+    let b = s.as_bytes();
+    let digit = |i: usize| b.get(i).and_then(|&c| crate::hex::nibble(c)).unwrap_or(0);
+    digit(0) << 4 | digit(1)
 }
 
 /// Binary meters: the byte mask.
@@ -629,11 +632,11 @@ mod tests {
     fn obis_line_with_bracket_and_text_capture() {
         let l = parse_meter_line("1,0-0:98.1.0(@(1:1,Energy,kWh,e,3").unwrap();
         match l.kind {
-            MeterLineKind::Metric {
+            MeterLineKind::Metric(MetricAst {
                 decoder,
                 value,
                 fields,
-            } => {
+            }) => {
                 assert_eq!(decoder.v, "0-0:98.1.0(");
                 assert_eq!(value.bracket.unwrap().v, "1");
                 assert_eq!(fields.len(), 4);
@@ -642,7 +645,7 @@ mod tests {
         }
         let l = parse_meter_line("1,0.2.0(@#),ver,,ver,3").unwrap();
         match l.kind {
-            MeterLineKind::Metric { value, .. } => {
+            MeterLineKind::Metric(MetricAst { value, .. }) => {
                 assert_eq!(value.kind, ValueKindAst::Text(Some(')')))
             }
             other => panic!("{other:?}"),
@@ -714,7 +717,7 @@ mod end_marker_tests {
 
     #[test]
     fn hash_at_end_of_file_without_newline_ends_the_section() {
-        for text in [">M 1\n#", ">M 1\n#\n", ">M 1\r\n#\r", ">M 1\n#  "] {
+        for text in [">M 1\n#", ">M 1\n#\n", ">M 1\r\n#\r\n", ">M 1\n#  "] {
             let f = parse_file(text).unwrap();
             assert_eq!(f.sections.last().unwrap().marker, Marker::End, "{text:?}");
         }

@@ -30,6 +30,16 @@ impl MappedText {
         self.origin.extend(other.origin);
     }
 
+    /// Drop the last character (a trailing comma that must not start another block).
+    pub fn pop(&mut self) -> Option<char> {
+        let c = self.text.pop()?;
+        // `origin` has one entry per byte plus the end entry: keep the end, drop the char's bytes.
+        let end = self.origin.pop();
+        self.origin.truncate(self.text.len());
+        self.origin.extend(end);
+        Some(c)
+    }
+
     fn push(&mut self, s: &str, from: (LineNo, u32)) {
         self.text.push_str(s);
         self.origin.extend(std::iter::repeat_n(from, s.len()));
@@ -44,6 +54,8 @@ pub type Variables = HashMap<String, Literal>;
 pub struct UnknownVariable {
     pub at: usize,
     pub name: String,
+    /// The use as written, decimals included (`%0rxpin%`), for messages.
+    pub written: String,
 }
 
 /// Replace `%name%`, `%Nname%` (N decimals) and `%%` in one line. Unknown names are reported and
@@ -86,6 +98,7 @@ pub fn substitute(
                 unknown.push(UnknownVariable {
                     at: start,
                     name: name.to_string(),
+                    written: line[start..start + len + 2].to_string(),
                 });
                 push_literal(&mut out, &line[start..start + len + 2], line_no, start);
             }
@@ -162,8 +175,18 @@ mod tests {
             unknown,
             vec![UnknownVariable {
                 at: 2,
-                name: "nope".into()
+                name: "nope".into(),
+                written: "%nope%".into(),
             }]
         );
+    }
+
+    #[test]
+    fn popping_a_trailing_comma_keeps_the_end_position() {
+        let (mut t, _) = substitute("+1,%r%,", 4, &vars());
+        assert_eq!(t.pop(), Some(','));
+        assert_eq!(t.text, "+1,1,0-0:98.1.0(@(");
+        assert_eq!(t.origin(t.text.len()), (4, 7));
+        assert_eq!(t.origin(3), (4, 3));
     }
 }

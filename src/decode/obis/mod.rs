@@ -14,6 +14,7 @@ an event queue that keeps at most [`MAX_QUEUED_EVENTS`] errors for a caller that
 pub mod check;
 pub mod frame;
 pub mod matcher;
+pub mod request;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -54,7 +55,7 @@ impl ObisDecoder {
         ObisDecoder::with_framer(
             Matcher::new(metrics, line_mode),
             Framer::default(),
-            RequestSchedule::new(&meter.requests),
+            RequestSchedule::new(meter),
         )
     }
 

@@ -629,7 +629,10 @@ fn the_sign_on_request_is_sent_on_its_period() {
     let mut meter = obis_meter(&["1.8.0(@1"]);
     meter.requests = crate::script::model::Requests {
         period_ms: 10_000,
-        telegrams: vec![b"\xaf?!\x8d\x0a".to_vec()],
+        blocks: vec![crate::script::model::RequestBlock {
+            raw: false,
+            bytes: b"/?!\r\n".to_vec(),
+        }],
     };
     let mut d = ObisDecoder::new(&meter);
     let t0 = Instant::now();
