@@ -313,3 +313,37 @@ fn a_capture_run_against_a_broker_delivers_its_last_payload_before_exiting() {
     let got = next_on(&seen, "tele/capture/SENSOR", WAIT).payload;
     assert!(got.contains("\"enrg_imp\":22803.012"), "{got}");
 }
+
+/// A meter file pasted from a host script: `%prefix%` comes from `--define`, the pins are supplied.
+#[test]
+fn a_meter_fragment_runs_with_its_host_variables_defined() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fragment.sml");
+    std::fs::write(
+        &script,
+        ">D\n>M 1\n+1,%0rxpin%,o,0,115200,%prefix%,%0txpin%\n\
+         1,1-0:32.7.0(@1,L1 Voltage,V,volts_l1,1\n#\n",
+    )
+    .unwrap();
+    let script = script.to_str().unwrap();
+    let port = "1=file:tests/fixtures/meters/sx631.txt";
+    let (code, _, err) = sml_run(&[script, "--port", port, "--replay-speed", "max"]);
+    assert_eq!(code, Some(2), "an undefined %prefix% is an error: {err}");
+    assert!(err.contains("%prefix%"), "the message quotes it: {err}");
+
+    let (code, out, err) = sml_run(&[
+        script,
+        "--port",
+        port,
+        "--replay-speed",
+        "max",
+        "--define",
+        "prefix=P1",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(r#""P1":{"volts_l1":"#), "{out}");
+
+    let (code, _, err) = sml_run(&[script, "--port", port, "--define", "prefix"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(last_line(&err).contains("'prefix'"), "{err}");
+}

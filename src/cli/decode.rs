@@ -44,7 +44,7 @@ fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let script_path = args.script.display().to_string();
-    let source = std::fs::read(&args.script).with_context(|| format!("reading {script_path}"))?;
+    let source = crate::script::read_script(&args.script)?;
     let options = crate::script::CompileOptions {
         defines: args.defines.clone(),
     };

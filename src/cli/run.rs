@@ -108,6 +108,12 @@ pub struct Args {
     /// Payloads kept while the broker is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
+    /// A variable of the host script a meter file is pasted into, for `%NAME%` in `>M` lines
+    /// (repeatable; `define = ["NAME=VALUE"]` in --config). `rxpin`, `txpin` and `smlf` are
+    /// supplied when a script uses them undeclared.
+    #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
+    #[serde(rename = "define", default)]
+    pub defines: Vec<String>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     #[serde(skip)]
@@ -163,6 +169,8 @@ impl Args {
             replay_speed: self.replay_speed.or(file.replay_speed),
             spool: self.spool.or(rel(file.spool)),
             queue_size: self.queue_size.or(file.queue_size),
+            // The file's first, so a flag given for the same name wins.
+            defines: file.defines.into_iter().chain(self.defines).collect(),
             verbose: self.verbose,
         }
     }
@@ -230,6 +238,8 @@ fn describe_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 /// The checked configuration (ripgrep's hiargs): the script still to be read, and the run.
 pub struct Resolved {
     pub script_path: PathBuf,
+    /// `--define NAME=VALUE`, checked.
+    pub defines: Vec<crate::script::Define>,
     pub run: RunConfig,
 }
 
@@ -356,8 +366,15 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         sink,
         decoders: default_decoders(),
     };
+    let defines = args
+        .defines
+        .iter()
+        .map(|d| d.parse())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("--define {e}"))?;
     Ok(Resolved {
         script_path,
+        defines,
         run: config,
     })
 }
@@ -411,11 +428,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     };
     let Resolved {
         script_path,
+        defines,
         run: mut config,
     } = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
     let shown = script_path.display().to_string();
-    let source = std::fs::read(&script_path).with_context(|| format!("reading {shown}"))?;
-    let compiled = crate::script::compile(&source);
+    let source = crate::script::read_script(&script_path)?;
+    let compiled = crate::script::compile_with(&source, &crate::script::CompileOptions { defines });
     for d in &compiled.diagnostics {
         eprint!("{}", d.render(&shown));
     }

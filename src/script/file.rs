@@ -15,10 +15,12 @@ pub const MAX_SCRIPT_BYTES: u64 = 16 << 20;
 /// Why a script file cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ScriptFileError {
-    #[error("cannot read {}: {source}", path.display())]
+    /// The reason is part of the message (not a `source`), so it is said once however the error
+    /// is printed.
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{} is a directory, not a script", path.display())]
     Directory { path: PathBuf },
@@ -36,9 +38,9 @@ pub enum ScriptFileError {
 /// endless device), and only text. Invalid UTF-8 in a text file is left to the compiler, which
 /// names each line.
 pub fn read_script(path: &Path) -> Result<Vec<u8>, ScriptFileError> {
-    let io = |source| ScriptFileError::Io {
+    let io = |cause| ScriptFileError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let meta = file.metadata().map_err(io)?;
