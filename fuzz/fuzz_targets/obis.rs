@@ -1,5 +1,6 @@
 //! Fuzz the `o` decoder: arbitrary bytes in arbitrary chunks. Invariants: no panic, memory bounded
-//! (the decoder's own bounds), and the events do not depend on the chunking.
+//! (the decoder's own bounds), the events do not depend on the chunking, and every rejection is
+//! counted once in the statistics.
 
 #![no_main]
 
@@ -84,5 +85,14 @@ fuzz_target!(|input: &[u8]| {
     );
     if data.len() < 2 * MAX_QUEUED_EVENTS {
         assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
+        let errors = whole
+            .iter()
+            .filter(|e| matches!(e, DecodeEvent::Error(_)))
+            .count() as u64;
+        assert_eq!(
+            errors,
+            whole_stats.rejections(),
+            "every rejection is counted once"
+        );
     }
 });
