@@ -9,6 +9,10 @@ The order of calls, for a link driver:
 
 Framing (finding a telegram, checking its CRC) is kept apart from matching metric lines in each
 protocol module, so each half is tested alone.
+
+Nothing unchecked is published as fresh: a rejected telegram is one [`DecodeEvent::Error`], counted once
+in [`DecodeStats`] under its [`RejectKind`], and gives no value. Decoders log rejections at debug level
+only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod obis;
