@@ -30,14 +30,16 @@ const DESCRIPTORS: &[&str] = &[
 fn run(data: &[u8], chunk: usize, window_mode: bool) -> (Vec<DecodeEvent>, DecodeStats) {
     // Compiled once: the fuzzer's time goes to the decoder, not to the front end.
     static METER: std::sync::OnceLock<sml::script::model::Meter> = std::sync::OnceLock::new();
-    let mut meter = METER.get_or_init(|| support::obis_meter(DESCRIPTORS)).clone();
+    let mut meter = METER
+        .get_or_init(|| support::obis_meter(DESCRIPTORS))
+        .clone();
     if window_mode {
         meter.options.so2_flags = Some(1);
     }
     let mut d = ObisDecoder::new(&meter);
     let now = Instant::now();
     let mut events: Vec<DecodeEvent> = Vec::new();
-    let mut push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
+    let push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
         if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
             (&e, events.last_mut())
         {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::sml::frame;
-use sml::decode::{decoder_for, DecodeEvent, Decoder};
+use sml::decode::{decoder_for, DecodeEvent};
 use sml::script::model::*;
 
 fn meter() -> Meter {
@@ -112,7 +112,11 @@ fn check(bytes: &[u8], split: usize) {
         .iter()
         .filter(|e| matches!(e, DecodeEvent::Error(_)))
         .count() as u64;
-    assert_eq!(errors, whole.1.rejections(), "every rejection is counted once");
+    assert_eq!(
+        errors,
+        whole.1.rejections(),
+        "every rejection is counted once"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
