@@ -36,6 +36,7 @@ What counts as a telegram (the choices, also in the README):
 
 use crate::decode::obis::check::{bcc, crc16_arc, crc16_arc_7bit};
 use crate::decode::DecodeError;
+use crate::hex;
 
 /// Longest telegram accepted (the largest real DSMR telegrams are ~3 KiB; IEC readouts with a
 /// 15-month history ~10 KiB).
@@ -530,10 +531,10 @@ impl Framer {
         let mut gap = false;
         for &c in &self.buf[self.bang + 1..] {
             let c = c & 0x7f;
-            match (c as char).to_digit(16) {
+            match hex::nibble(c) {
                 Some(d) if !gap => {
                     digits += 1;
-                    crc = (crc << 4) | d as u16;
+                    crc = (crc << 4) | u16::from(d);
                 }
                 Some(_) => return self.reject_malformed("space inside the CRC", out),
                 None => gap |= digits > 0,
