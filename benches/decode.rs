@@ -7,7 +7,11 @@
 //! - SML: sml decodes `../shared/bench/sml-10-entries.bin` with one metric line per list entry;
 //!   `sml-rs` decodes the same frame (transport + complete parse).
 //!
-//! Ends with one summary line per protocol, read from criterion's own estimates.
+//! - CRC: the `crc` crate's CRC-16/ARC and X-25 (slice-by-16, which the decoders use, and the plain
+//!   byte table) against the hand-written tables the decoders carried before (below, kept for this
+//!   comparison), over the bench telegram and frame.
+//!
+//! Ends with one summary line per protocol and one for the CRCs, read from criterion's own estimates.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,8 +19,13 @@ use std::time::Instant;
 use criterion::{black_box, Criterion, Throughput};
 use sml::decode::{decoder_for, DecodeEvent, Decoder};
 
+/// `$SML_SHARED/bench`, or `../shared/bench` next to the repository (a git worktree elsewhere sets
+/// `SML_SHARED=/work/shared`).
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench")
+    std::env::var_os("SML_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .join("bench")
 }
 
 fn decoder(script: &str) -> Box<dyn Decoder> {
@@ -79,6 +88,72 @@ const SML_SCRIPT: &str = ">D\n>B\n->sensor53 r\n>M 1\n+1,3,s,0,9600,SML\n\
 1,77070100240700ff@1,Power L1,W,power_l1,1\n\
 1,77070100380700ff@1,Power L2,W,power_l2,1\n\
 1,770701004c0700ff@1,Power L3,W,power_l3,1\n#\n";
+
+/// The CRCs the decoders computed by hand before they used the `crc` crate: kept only to show, in
+/// this bench, that the crate is not slower.
+mod hand_written {
+    /// CRC-16/ARC, slice-by-8 (was `decode::obis::check::crc16_arc`).
+    pub fn crc16_arc(data: &[u8]) -> u16 {
+        let mut crc = 0u16;
+        let mut chunks = data.chunks_exact(8);
+        for c in &mut chunks {
+            let x = crc ^ u16::from_le_bytes([c[0], c[1]]);
+            crc = ARC[7][usize::from(x & 0xff)]
+                ^ ARC[6][usize::from(x >> 8)]
+                ^ ARC[5][usize::from(c[2])]
+                ^ ARC[4][usize::from(c[3])]
+                ^ ARC[3][usize::from(c[4])]
+                ^ ARC[2][usize::from(c[5])]
+                ^ ARC[1][usize::from(c[6])]
+                ^ ARC[0][usize::from(c[7])];
+        }
+        for &b in chunks.remainder() {
+            crc = (crc >> 8) ^ ARC[0][usize::from((crc ^ u16::from(b)) & 0xff)];
+        }
+        crc
+    }
+
+    /// CRC-16/X-25, one byte table (was `decode::sml::crc::Crc16::X25`).
+    pub fn crc16_x25(data: &[u8]) -> u16 {
+        !data.iter().fold(0xFFFFu16, |crc, &b| {
+            (crc >> 8) ^ X25[usize::from((crc ^ u16::from(b)) as u8)]
+        })
+    }
+
+    static ARC: [[u16; 256]; 8] = sliced(0xA001);
+    static X25: [u16; 256] = sliced::<1>(0x8408)[0];
+
+    /// `T[0]`: the reflected byte table of `poly`; `T[k][i]`: byte `i` followed by `k` zero bytes.
+    const fn sliced<const N: usize>(poly: u16) -> [[u16; 256]; N] {
+        let mut t = [[0u16; 256]; N];
+        let mut i = 0;
+        while i < 256 {
+            let mut crc = i as u16;
+            let mut bit = 0;
+            while bit < 8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ poly
+                } else {
+                    crc >> 1
+                };
+                bit += 1;
+            }
+            t[0][i] = crc;
+            i += 1;
+        }
+        let mut k = 1;
+        while k < N {
+            let mut i = 0;
+            while i < 256 {
+                let c = t[k - 1][i];
+                t[k][i] = (c >> 8) ^ t[0][(c & 0xff) as usize];
+                i += 1;
+            }
+            k += 1;
+        }
+        t
+    }
+}
 
 fn estimate_ns(id: &str) -> Option<f64> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -155,6 +230,44 @@ fn main() {
         });
         g.finish();
     }
+    {
+        use crc::{Crc, Table, CRC_16_ARC, CRC_16_IBM_SDLC};
+        static ARC_16: Crc<u16, Table<16>> = Crc::<u16, Table<16>>::new(&CRC_16_ARC);
+        static ARC_1: Crc<u16, Table<1>> = Crc::<u16, Table<1>>::new(&CRC_16_ARC);
+        static X25_16: Crc<u16, Table<16>> = Crc::<u16, Table<16>>::new(&CRC_16_IBM_SDLC);
+        static X25_1: Crc<u16, Table<1>> = Crc::<u16, Table<1>>::new(&CRC_16_IBM_SDLC);
+        // What the decoders check: the telegram from `/` through `!`, the frame up to its CRC.
+        let body = &dsmr[..=dsmr.iter().position(|&b| b == b'!').expect("!")];
+        let frame = &smlbin[..smlbin.len() - 2];
+        assert_eq!(ARC_16.checksum(body), hand_written::crc16_arc(body));
+        assert_eq!(X25_16.checksum(frame), hand_written::crc16_x25(frame));
+        assert_eq!(
+            sml::decode::obis::check::crc16_arc(body),
+            ARC_16.checksum(body)
+        );
+        let mut g = c.benchmark_group("crc");
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function("arc-hand-slice8", |b| {
+            b.iter(|| hand_written::crc16_arc(black_box(body)))
+        });
+        g.bench_function("arc-crate-slice16", |b| {
+            b.iter(|| ARC_16.checksum(black_box(body)))
+        });
+        g.bench_function("arc-crate-table", |b| {
+            b.iter(|| ARC_1.checksum(black_box(body)))
+        });
+        g.throughput(Throughput::Bytes(frame.len() as u64));
+        g.bench_function("x25-hand-table", |b| {
+            b.iter(|| hand_written::crc16_x25(black_box(frame)))
+        });
+        g.bench_function("x25-crate-slice16", |b| {
+            b.iter(|| X25_16.checksum(black_box(frame)))
+        });
+        g.bench_function("x25-crate-table", |b| {
+            b.iter(|| X25_1.checksum(black_box(frame)))
+        });
+        g.finish();
+    }
     c.final_summary();
 
     let us = |id: &str| estimate_ns(id).map(|ns| ns / 1000.0);
@@ -176,6 +289,23 @@ fn main() {
             "sml: sml {a:.2} us/frame, sml-rs {b:.2} us/frame, {:.1}x ({:.0} MB/s)",
             b / a,
             mbs(smlbin.len(), a)
+        );
+    }
+    let ns = |id: &str| estimate_ns(&format!("crc/{id}"));
+    if let (Some(a8), Some(a16), Some(a1), Some(x1), Some(x16), Some(xc1)) = (
+        ns("arc-hand-slice8"),
+        ns("arc-crate-slice16"),
+        ns("arc-crate-table"),
+        ns("x25-hand-table"),
+        ns("x25-crate-slice16"),
+        ns("x25-crate-table"),
+    ) {
+        println!(
+            "crc: ARC over the telegram: hand-written slice-by-8 {a8:.0} ns, crate slice-by-16 {a16:.0} ns \
+             ({:.1}x), crate table {a1:.0} ns; X-25 over the frame: hand-written table {x1:.0} ns, \
+             crate slice-by-16 {x16:.0} ns ({:.1}x), crate table {xc1:.0} ns",
+            a8 / a16,
+            x1 / x16
         );
     }
 }

@@ -29,8 +29,16 @@ mod support {
     include!("support/obis_meter.rs");
 }
 
+/// `$SML_SHARED`, or `../shared` next to the repository (a git worktree elsewhere sets
+/// `SML_SHARED=/work/shared`).
+fn shared_dir() -> PathBuf {
+    std::env::var_os("SML_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
 fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures")
+    shared_dir().join("captures")
 }
 
 /// What the peer asserts for one value.

@@ -25,8 +25,16 @@ use sml::decode::{decoder_for, DecodeEvent, Telegram, Value};
 use sml::script::compile;
 use sml::script::model::{Meter, ValueSpec};
 
+/// `$SML_SHARED`, or `../shared` next to the repository (a git worktree elsewhere sets
+/// `SML_SHARED=/work/shared`).
+fn shared_dir() -> PathBuf {
+    std::env::var_os("SML_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
 fn captures() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures/sml");
+    let dir = shared_dir().join("captures/sml");
     dir.is_dir().then_some(dir)
 }
 

@@ -273,8 +273,13 @@ fn a_megabyte_of_noise_writes_a_few_warning_lines_not_one_per_telegram() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.is_empty(), "noise publishes nothing: {out}");
     let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
+    // Per kind of rejection (truncated, malformed, ...): the first in full, then one count.
+    let firsts = warnings
+        .iter()
+        .filter(|l| l.contains("telegram rejected:"))
+        .count();
     assert!(
-        warnings.len() <= 3,
+        (1..=3).contains(&firsts) && warnings.len() <= 2 * firsts,
         "{} warning lines:\n{err}",
         warnings.len()
     );
@@ -285,9 +290,8 @@ fn a_megabyte_of_noise_writes_a_few_warning_lines_not_one_per_telegram() {
     // The rest are counted, and the count says how many (the noise holds thousands).
     let counted: u64 = warnings
         .iter()
-        .filter_map(|l| l.split(": ").nth(1))
-        .filter_map(|rest| rest.strip_suffix(" more telegrams rejected before it stopped"))
-        .filter_map(|n| n.parse::<u64>().ok())
+        .filter(|l| l.ends_with(" rejected before it stopped"))
+        .filter_map(|l| l.split(": ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(counted > 1000, "{err}");
 }

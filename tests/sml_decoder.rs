@@ -385,7 +385,10 @@ proptest! {
 
 #[test]
 fn shared_captures_decode_the_same_one_byte_at_a_time() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/captures/sml");
+    let dir = std::env::var_os("SML_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+        .join("captures/sml");
     let Ok(list) = std::fs::read_dir(&dir) else {
         eprintln!("../shared/captures/sml is absent: skipped");
         return;
@@ -462,4 +465,23 @@ fn a_frame_of_a_megabyte_without_an_end_is_dropped_once_and_the_next_frame_decod
     );
     assert_eq!((stats.rejected, stats.telegrams), (1, 1));
     assert!(matches!(events.last(), Some(DecodeEvent::Telegram(_))));
+}
+
+#[test]
+fn a_good_frame_right_after_an_overlong_one_decodes_wherever_the_limit_cuts() {
+    // The overlong frame is dropped when it passes the limit; the next frame's start sequence may
+    // already have begun in the bytes just before the cut (on or off the word grid).
+    let good = synthetic_frame();
+    for filler in frame::MAX_FRAME_BYTES - 24..frame::MAX_FRAME_BYTES + 8 {
+        let mut bytes = frame::START.to_vec();
+        bytes.resize(frame::START.len() + filler, 0x42);
+        bytes.extend(&good);
+        let (events, stats) = whole(&every_line(), &bytes);
+        assert!(
+            matches!(events.last(), Some(DecodeEvent::Telegram(t)) if t.readings.len() == 12),
+            "filler {filler}: {events:?}"
+        );
+        assert_eq!(stats.telegrams, 1, "filler {filler}");
+        assert_eq!(stats.rejected, 1, "filler {filler}: the overlong frame");
+    }
 }

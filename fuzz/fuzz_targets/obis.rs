@@ -1,5 +1,6 @@
 //! Fuzz the `o` decoder: arbitrary bytes in arbitrary chunks. Invariants: no panic, memory bounded
-//! (the decoder's own bounds), and the events do not depend on the chunking.
+//! (the decoder's own bounds), the events do not depend on the chunking, and every rejection is
+//! counted once in the statistics.
 
 #![no_main]
 
@@ -29,14 +30,16 @@ const DESCRIPTORS: &[&str] = &[
 fn run(data: &[u8], chunk: usize, window_mode: bool) -> (Vec<DecodeEvent>, DecodeStats) {
     // Compiled once: the fuzzer's time goes to the decoder, not to the front end.
     static METER: std::sync::OnceLock<sml::script::model::Meter> = std::sync::OnceLock::new();
-    let mut meter = METER.get_or_init(|| support::obis_meter(DESCRIPTORS)).clone();
+    let mut meter = METER
+        .get_or_init(|| support::obis_meter(DESCRIPTORS))
+        .clone();
     if window_mode {
         meter.options.so2_flags = Some(1);
     }
     let mut d = ObisDecoder::new(&meter);
     let now = Instant::now();
     let mut events: Vec<DecodeEvent> = Vec::new();
-    let mut push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
+    let push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
         if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
             (&e, events.last_mut())
         {
@@ -84,5 +87,14 @@ fuzz_target!(|input: &[u8]| {
     );
     if data.len() < 2 * MAX_QUEUED_EVENTS {
         assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
+        let errors = whole
+            .iter()
+            .filter(|e| matches!(e, DecodeEvent::Error(_)))
+            .count() as u64;
+        assert_eq!(
+            errors,
+            whole_stats.rejections(),
+            "every rejection is counted once"
+        );
     }
 });

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::sml::frame;
-use sml::decode::{decoder_for, DecodeEvent, Decoder};
+use sml::decode::{decoder_for, DecodeEvent};
 use sml::script::model::*;
 
 fn meter() -> Meter {
@@ -44,6 +44,7 @@ fn meter() -> Meter {
             stop_bits: 1,
         },
         flags: 0,
+        param: 9600,
         prefix: Some("SML".into()),
         tx: None,
         requests: Requests::default(),
@@ -106,6 +107,16 @@ fn check(bytes: &[u8], split: usize) {
         .filter(|e| matches!(e, DecodeEvent::Telegram(_)))
         .count() as u64;
     assert_eq!(telegrams, whole.1.telegrams);
+    let errors = whole
+        .0
+        .iter()
+        .filter(|e| matches!(e, DecodeEvent::Error(_)))
+        .count() as u64;
+    assert_eq!(
+        errors,
+        whole.1.rejections(),
+        "every rejection is counted once"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

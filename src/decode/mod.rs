@@ -9,6 +9,10 @@ The order of calls, for a link driver:
 
 Framing (finding a telegram, checking its CRC) is kept apart from matching metric lines in each
 protocol module, so each half is tested alone.
+
+Nothing unchecked is published as fresh: a rejected telegram is one [`DecodeEvent::Error`], counted once
+in [`DecodeStats`] under its [`RejectKind`], and gives no value. Decoders log rejections at debug level
+only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod kamstrup;
@@ -60,6 +64,10 @@ pub enum DecodeEvent {
 pub enum DecodeError {
     #[error("CRC mismatch: telegram says {expected:04X}, computed {computed:04X}")]
     BadCrc { expected: u16, computed: u16 },
+    /// A telegram without a checksum from a meter that has sent checksummed ones: stripped, forged
+    /// or cut, it cannot be told from a good one, so its values are not published.
+    #[error("telegram of {bytes} bytes has no CRC, but this meter has been sending CRCs; dropped")]
+    MissingCrc { bytes: usize },
     #[error("telegram truncated after {bytes} bytes: {why}")]
     Truncated { bytes: usize, why: &'static str },
     #[error("telegram longer than {limit} bytes without an end; dropped")]
@@ -68,15 +76,80 @@ pub enum DecodeError {
     Malformed { offset: usize, why: String },
 }
 
-/// Counters every decoder keeps; `sml decode --stats` prints them.
+impl DecodeError {
+    /// What kind of rejection this is, for counting and for rate-limiting log lines.
+    pub fn kind(&self) -> RejectKind {
+        match self {
+            DecodeError::BadCrc { .. } => RejectKind::BadCrc,
+            DecodeError::MissingCrc { .. } => RejectKind::MissingCrc,
+            DecodeError::Truncated { .. } => RejectKind::Truncated,
+            DecodeError::TooLong { .. } => RejectKind::TooLong,
+            DecodeError::Malformed { .. } => RejectKind::Malformed,
+        }
+    }
+}
+
+/// The kinds of [`DecodeError`], without their details: a small, stable key for a runner that logs
+/// the first rejection of each kind per meter and interval and counts the rest (a broken link
+/// rejects every telegram; one log line each would flood the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectKind {
+    BadCrc,
+    MissingCrc,
+    Truncated,
+    TooLong,
+    Malformed,
+}
+
+impl RejectKind {
+    /// A short name for logs and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::BadCrc => "bad CRC",
+            RejectKind::MissingCrc => "no CRC",
+            RejectKind::Truncated => "truncated",
+            RejectKind::TooLong => "too long",
+            RejectKind::Malformed => "malformed",
+        }
+    }
+}
+
+/// Counters every decoder keeps; `sml decode --stats` prints them. Every rejected telegram is counted
+/// in exactly one of `crc_errors`, `missing_crc` and `rejected` ([`DecodeStats::count_rejection`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DecodeStats {
     pub telegrams: u64,
     pub crc_errors: u64,
+    /// Telegrams without a CRC from a meter that has been sending CRCs.
+    pub missing_crc: u64,
     /// Telegrams rejected for any other reason (truncated, too long, malformed).
     pub rejected: u64,
     pub bytes_skipped: u64,
     pub bytes_in: u64,
+    /// Matched metric lines whose value could not be read (`(ON)` for a number line, an SML octet
+    /// string for a number line): the telegram is published without them, never with a made-up 0.
+    pub unparsed_values: u64,
+    /// Frames accepted with a CRC variant other than the protocol's own (SML: X-25 byte-swapped or
+    /// KERMIT, which some meters send).
+    pub nonstandard_crc: u64,
+}
+
+impl DecodeStats {
+    /// Count a rejected telegram under its kind.
+    pub fn count_rejection(&mut self, error: &DecodeError) {
+        match error.kind() {
+            RejectKind::BadCrc => self.crc_errors += 1,
+            RejectKind::MissingCrc => self.missing_crc += 1,
+            RejectKind::Truncated | RejectKind::TooLong | RejectKind::Malformed => {
+                self.rejected += 1
+            }
+        }
+    }
+
+    /// Telegrams rejected for any reason.
+    pub fn rejections(&self) -> u64 {
+        self.crc_errors + self.missing_crc + self.rejected
+    }
 }
 
 /// A streaming decoder for one meter.

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::warn_limit::{WarnLimiter, WARN_PERIOD};
 use crate::backoff::{Backoff, Retry};
-use crate::decode::{DecodeEvent, Decoder, Telegram, UnsupportedMeter};
+use crate::decode::{DecodeEvent, Decoder, RejectKind, Telegram, UnsupportedMeter};
 use crate::link::{Link, ReplaySpeed, Source};
 use crate::script::model::{Meter, MeterIndex};
 
@@ -59,7 +59,8 @@ pub enum LinkEventKind {
 enum Warning {
     CannotOpen,
     Dropped,
-    Rejected,
+    /// Each kind of rejection on its own: a first bad CRC is news after a run of truncations.
+    Rejected(RejectKind),
 }
 
 impl Warning {
@@ -68,7 +69,11 @@ impl Warning {
         match self {
             Warning::CannotOpen => "failed opens",
             Warning::Dropped => "link drops",
-            Warning::Rejected => "telegrams rejected",
+            Warning::Rejected(RejectKind::BadCrc) => "telegrams rejected for a bad CRC",
+            Warning::Rejected(RejectKind::MissingCrc) => "telegrams rejected for a missing CRC",
+            Warning::Rejected(RejectKind::Truncated) => "truncated telegrams rejected",
+            Warning::Rejected(RejectKind::TooLong) => "overlong telegrams rejected",
+            Warning::Rejected(RejectKind::Malformed) => "malformed telegrams rejected",
         }
     }
 }
@@ -324,15 +329,13 @@ impl LinkDriver {
                 DecodeEvent::Error(e) => {
                     if state
                         .warnings
-                        .handle_warning(Instant::now(), Warning::Rejected)
+                        .handle_warning(Instant::now(), Warning::Rejected(e.kind()))
                     {
-                        let s = decoder.stats();
                         warn!(
-                            "{}: telegram rejected: {e} ({} CRC errors, {} rejected so far; \
-                             repeats are counted, not logged, for a minute)",
+                            "{}: telegram rejected: {e} ({} rejected so far; repeats are \
+                             counted, not logged, for a minute)",
                             self.label(),
-                            s.crc_errors,
-                            s.rejected
+                            decoder.stats().rejections(),
                         );
                     } else {
                         debug!("{}: telegram rejected: {e}", self.label());

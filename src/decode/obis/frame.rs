@@ -23,14 +23,20 @@ What counts as a telegram (the choices, also in the README):
   headerless block, published when a `!` line without CRC, a telegram start, a silence or the end of the
   input closes it. A block closed by `!CRC` is the tail of a telegram whose start was missed: dropped.
   Once a framed telegram was seen, bytes outside telegrams are garbage.
+- **Checksum required once seen**: after a telegram whose CRC (or BCC) verified, a telegram without
+  one is rejected ([`DecodeError::MissingCrc`]): a stripped, cut or forged telegram, or an empty
+  `/\r\n!\r\n`, must not publish as fresh ([`MissingChecksum`] can relax this).
 - **Bounds**: a telegram longer than [`MAX_TELEGRAM`] bytes is rejected ([`DecodeError::TooLong`]) and
-  its rest skipped; a headerless block is closed at that size. Skipped bytes are reported as one
-  `Discarded` per run (at the next telegram start, or every [`MAX_TELEGRAM`] bytes of a long run), so
-  the report does not depend on how the bytes were chunked.
+  the rest of its line skipped, but a `/` outside brackets (or STX) there starts the next telegram, as
+  inside a telegram: a good telegram right after an overlong one is not lost. A headerless block is
+  closed at that size. Skipped bytes are reported as one `Discarded` per run (at the next telegram
+  start, or every [`MAX_TELEGRAM`] bytes of a long run), so the report does not depend on how the
+  bytes were chunked.
 */
 
 use crate::decode::obis::check::{bcc, crc16_arc, crc16_arc_7bit};
 use crate::decode::DecodeError;
+use crate::hex;
 
 /// Longest telegram accepted (the largest real DSMR telegrams are ~3 KiB; IEC readouts with a
 /// 15-month history ~10 KiB).
@@ -41,6 +47,16 @@ const MAX_TRAILER: usize = 8;
 
 const STX: u8 = 0x02;
 const ETX: u8 = 0x03;
+
+/// What to do with a telegram that carries no checksum (no CRC after `!`, no ETX/BCC after a readout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingChecksum {
+    /// Accept it until a checksum has verified on this stream; reject it from then on (default).
+    #[default]
+    RejectOnceSeen,
+    /// Always accept it (a meter that sends CRCs only on some telegrams).
+    Accept,
+}
 
 /// What the framer found.
 #[derive(Debug, PartialEq)]
@@ -68,6 +84,9 @@ enum State {
     AwaitEtx,
     /// ETX seen: the BCC is the next byte.
     AwaitBcc,
+    /// After an overlong telegram: the rest of its line is skipped, but a `/` outside brackets or
+    /// STX starts the next telegram (`in_bracket` says where the cut fell).
+    Skipping,
 }
 
 /// The first line of `rest` in one pass (the hot loop of the decoder): its length through its `\n`
@@ -110,6 +129,9 @@ pub struct Framer {
     /// A telegram header (not an echo) or STX was seen on this stream: the meter frames its telegrams,
     /// so lines outside telegrams are garbage from now on.
     framed_seen: bool,
+    /// A CRC or BCC verified on this stream: the meter sends checksums.
+    checksum_seen: bool,
+    missing_checksum: MissingChecksum,
     /// Skipped bytes not reported yet.
     skipped: usize,
     limit: usize,
@@ -135,16 +157,23 @@ impl Framer {
             bang: 0,
             in_header: false,
             framed_seen: false,
+            checksum_seen: false,
+            missing_checksum: MissingChecksum::default(),
             skipped: 0,
             limit: limit.max(16),
         }
     }
 
+    /// Choose what happens to telegrams without a checksum.
+    pub fn set_missing_checksum(&mut self, rule: MissingChecksum) {
+        self.missing_checksum = rule;
+    }
+
     /// Bytes held that a silence would complete (a `!` line without line end, a readout waiting for
-    /// ETX, a headerless block).
+    /// ETX, a headerless block), or the rest of an overlong telegram that a silence ends.
     pub fn has_pending(&self) -> bool {
         match self.state {
-            State::Trailer | State::AwaitEtx => true,
+            State::Trailer | State::AwaitEtx | State::Skipping => true,
             State::Hunting => !self.buf.is_empty(),
             State::Body | State::AwaitBcc => false,
         }
@@ -165,6 +194,7 @@ impl Framer {
                 State::Trailer => self.trailer(input[i], out),
                 State::AwaitEtx => self.await_etx(input[i], out),
                 State::AwaitBcc => self.await_bcc(input[i], out),
+                State::Skipping => self.skip_rest(input[i], out),
             };
         }
     }
@@ -173,8 +203,10 @@ impl Framer {
     pub fn handle_silence(&mut self, out: &mut impl FnMut(Frame<'_>)) {
         match self.state {
             State::Trailer => self.finish_trailer(out),
-            State::AwaitEtx => self.emit_telegram(out),
+            State::AwaitEtx => self.emit_unchecked(out),
             State::Hunting => self.flush_headerless(out),
+            // The overlong telegram is over: the next `/` starts one, wherever its line was cut.
+            State::Skipping => self.reset(),
             State::Body | State::AwaitBcc => {}
         }
     }
@@ -195,7 +227,7 @@ impl Framer {
                 }));
                 self.reset();
             }
-            State::Hunting | State::Trailer | State::AwaitEtx => {}
+            State::Hunting | State::Trailer | State::AwaitEtx | State::Skipping => {}
         }
         self.report_skipped(out);
     }
@@ -421,11 +453,40 @@ impl Framer {
     }
 
     fn too_long(&mut self, out: &mut impl FnMut(Frame<'_>)) -> usize {
+        // Where the cut falls decides whether a `/` later in this line is a value's or the next
+        // telegram's start.
+        let line = &self.buf[self.line_start.min(self.buf.len())..];
+        let in_bracket = line
+            .iter()
+            .rposition(|&c| matches!(c & 0x7f, b'(' | b')'))
+            .is_some_and(|p| line[p] & 0x7f == b'(');
         out(Frame::Rejected(DecodeError::TooLong { limit: self.limit }));
         self.reset();
-        // The rest of the over-long telegram is skipped by the hunt (a `/` in it may start the next).
-        self.line_has_paren = true;
+        self.state = State::Skipping;
+        self.in_bracket = in_bracket;
         0
+    }
+
+    /// The rest of an overlong telegram's line: skipped up to its end, unless the next telegram
+    /// starts in it (bytes were lost, or a meter sent garbage without line ends).
+    fn skip_rest(&mut self, raw: u8, out: &mut impl FnMut(Frame<'_>)) -> usize {
+        match raw & 0x7f {
+            b'/' if !self.in_bracket => {
+                // The hunt starts the telegram at this byte.
+                self.reset();
+                return 0;
+            }
+            STX => {
+                self.reset();
+                return 0;
+            }
+            b'\n' => self.reset(),
+            b'(' => self.in_bracket = true,
+            b')' => self.in_bracket = false,
+            _ => {}
+        }
+        self.skip(1, out);
+        1
     }
 
     fn trailer(&mut self, raw: u8, out: &mut impl FnMut(Frame<'_>)) -> usize {
@@ -470,20 +531,23 @@ impl Framer {
         let mut gap = false;
         for &c in &self.buf[self.bang + 1..] {
             let c = c & 0x7f;
-            match (c as char).to_digit(16) {
+            match hex::nibble(c) {
                 Some(d) if !gap => {
                     digits += 1;
-                    crc = (crc << 4) | d as u16;
+                    crc = (crc << 4) | u16::from(d);
                 }
                 Some(_) => return self.reject_malformed("space inside the CRC", out),
                 None => gap |= digits > 0,
             }
         }
+        if digits > 4 {
+            return self.reject_malformed("more than 4 CRC digits after '!'", out);
+        }
         if digits == 0 {
             if self.stx.is_some() {
                 self.state = State::AwaitEtx;
             } else {
-                self.emit_telegram(out);
+                self.emit_unchecked(out);
             }
             return;
         }
@@ -494,6 +558,7 @@ impl Framer {
             crc16_arc(body)
         };
         if computed == crc || (self.high_bits && crc16_arc(body) == crc) {
+            self.checksum_seen = true;
             self.emit_telegram(out);
         } else {
             out(Frame::Rejected(DecodeError::BadCrc {
@@ -510,8 +575,8 @@ impl Framer {
             self.state = State::AwaitBcc;
             1
         } else {
-            // No ETX/BCC after the `!` line: accepted unchecked, as a meter without them.
-            self.emit_telegram(out);
+            // No ETX/BCC after the `!` line: a meter without them (accepted unchecked).
+            self.emit_unchecked(out);
             0
         }
     }
@@ -521,6 +586,7 @@ impl Framer {
         let computed = bcc(&self.buf[start..]) & 0x7f;
         let got = raw & 0x7f;
         if computed == got {
+            self.checksum_seen = true;
             self.emit_telegram(out);
         } else {
             out(Frame::Rejected(DecodeError::BadCrc {
@@ -530,6 +596,18 @@ impl Framer {
             self.reset();
         }
         1
+    }
+
+    /// A complete telegram without a checksum: accepted from a meter that never sent one.
+    fn emit_unchecked(&mut self, out: &mut impl FnMut(Frame<'_>)) {
+        if self.checksum_seen && self.missing_checksum == MissingChecksum::RejectOnceSeen {
+            out(Frame::Rejected(DecodeError::MissingCrc {
+                bytes: self.buf.len(),
+            }));
+            self.reset();
+        } else {
+            self.emit_telegram(out);
+        }
     }
 
     fn emit_telegram(&mut self, out: &mut impl FnMut(Frame<'_>)) {

@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::decode::{scale, Reading, Value};
+use crate::hex;
 use crate::script::model::{EntryNo, Metric, ObisPattern, ValueSpec};
 
 /// The compiled metric lines of one meter.
@@ -297,13 +298,16 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// `#x`: a hex id shown as ASCII (`4B464D` -> `KFM`); text that is not hex pairs stays as it is.
 fn hex_to_ascii(text: &[u8]) -> String {
-    let hex = |c: u8| (c as char).to_digit(16);
-    if text.len() % 2 != 0 || !text.iter().all(|&c| hex(c).is_some()) {
-        return String::from_utf8_lossy(text).into_owned();
+    let pair = |p: &[u8]| Some(hex::nibble(p[0])? << 4 | hex::nibble(p[1])?);
+    let bytes: Option<Vec<u8>> = if text.len() % 2 == 0 {
+        text.chunks_exact(2).map(pair).collect()
+    } else {
+        None
+    };
+    match bytes {
+        Some(bytes) => bytes.iter().map(|&b| char::from(b & 0x7f)).collect(),
+        None => String::from_utf8_lossy(text).into_owned(),
     }
-    text.chunks_exact(2)
-        .map(|p| char::from(((hex(p[0]).unwrap_or(0) << 4) | hex(p[1]).unwrap_or(0)) as u8 & 0x7f))
-        .collect()
 }
 
 /// FNV-1a: codes are short, so a simple hash beats SipHash here (the table holds only the script's codes).

@@ -20,9 +20,10 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::decode::request::RequestSchedule;
-use crate::decode::{DecodeError, DecodeEvent, DecodeStats, Decoder, Telegram};
+use crate::decode::{DecodeEvent, DecodeStats, Decoder, Telegram};
 use crate::script::model::{Decoding, Meter};
 
+pub use frame::MissingChecksum;
 use frame::{Frame, Framer};
 use matcher::Matcher;
 
@@ -38,8 +39,6 @@ pub struct ObisDecoder {
     matcher: Matcher,
     events: VecDeque<DecodeEvent>,
     stats: DecodeStats,
-    /// Matched lines whose value was not a number (`(ON)` for an `@1` line).
-    unparsed_values: u64,
     requests: RequestSchedule,
     last_byte_at: Option<Instant>,
 }
@@ -65,7 +64,6 @@ impl ObisDecoder {
             matcher,
             events: VecDeque::new(),
             stats: DecodeStats::default(),
-            unparsed_values: 0,
             requests,
             last_byte_at: None,
         }
@@ -73,7 +71,14 @@ impl ObisDecoder {
 
     /// Matched lines whose value was no number (counted, never published as 0).
     pub fn unparsed_values(&self) -> u64 {
-        self.unparsed_values
+        self.stats.unparsed_values
+    }
+
+    /// What happens to telegrams without a CRC; by default they are rejected once a CRC has verified
+    /// ([`MissingChecksum::RejectOnceSeen`]).
+    pub fn with_missing_checksum(mut self, rule: MissingChecksum) -> Self {
+        self.framer.set_missing_checksum(rule);
+        self
     }
 
     /// Run the framer with a sink that turns frames into events.
@@ -83,20 +88,19 @@ impl ObisDecoder {
             matcher,
             events,
             stats,
-            unparsed_values,
             ..
         } = self;
         let mut sink = |frame: Frame<'_>| {
             let event = match frame {
                 Frame::Telegram(text) => {
                     let mut readings = Vec::with_capacity(matcher.len());
-                    *unparsed_values += matcher.match_text(text, &mut readings);
+                    stats.unparsed_values += matcher.match_text(text, &mut readings);
                     stats.telegrams += 1;
                     DecodeEvent::Telegram(Telegram { readings })
                 }
                 Frame::Headerless(text) => {
                     let mut readings = Vec::with_capacity(matcher.len());
-                    *unparsed_values += matcher.match_text(text, &mut readings);
+                    stats.unparsed_values += matcher.match_text(text, &mut readings);
                     if readings.is_empty() {
                         stats.bytes_skipped += text.len() as u64;
                         DecodeEvent::Discarded { bytes: text.len() }
@@ -110,10 +114,7 @@ impl ObisDecoder {
                     DecodeEvent::Discarded { bytes }
                 }
                 Frame::Rejected(e) => {
-                    match e {
-                        DecodeError::BadCrc { .. } => stats.crc_errors += 1,
-                        _ => stats.rejected += 1,
-                    }
+                    stats.count_rejection(&e);
                     tracing::debug!("obis telegram rejected: {e}");
                     DecodeEvent::Error(e)
                 }

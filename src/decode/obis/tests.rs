@@ -8,7 +8,7 @@ use super::check::{bcc, crc16_arc};
 use super::frame::{Framer, MAX_TELEGRAM};
 use super::matcher::parse_number;
 use super::*;
-use crate::decode::{Reading, Value};
+use crate::decode::{DecodeError, Reading, Value};
 
 mod support {
     use crate::script::compile;
@@ -838,4 +838,214 @@ fn a_caller_that_does_not_poll_loses_old_errors_but_no_telegram() {
     }
     assert_eq!(telegrams(&ev).len(), 1);
     assert_eq!(d.stats().rejected, 3000);
+}
+
+/// A decoder whose framer has a small size bound, so overlong telegrams stay small in tests.
+fn small_decoder(descriptors: &[&str], limit: usize) -> ObisDecoder {
+    let meter = obis_meter(descriptors);
+    let Decoding::Obis(metrics) = &meter.decoding else {
+        unreachable!("obis_meter builds an o meter")
+    };
+    ObisDecoder::with_framer(
+        Matcher::new(metrics, true),
+        Framer::with_limit(limit),
+        RequestSchedule::new(&meter),
+    )
+}
+
+#[test]
+fn a_good_telegram_right_after_an_overlong_one_decodes() {
+    // `/`, 70,000 digits without a line end, then a good telegram: the overlong one is dropped at
+    // the limit and its rest skipped up to the next `/`, which starts the good one.
+    let mut s = b"/".to_vec();
+    s.extend(std::iter::repeat_n(b'9', 70_000));
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(1.5*kWh)"]));
+    let (ev, stats) = whole(&["1-0:1.8.0(@1"], &s);
+    assert_eq!(
+        ev,
+        vec![
+            DecodeEvent::Error(DecodeError::TooLong {
+                limit: MAX_TELEGRAM
+            }),
+            DecodeEvent::Discarded {
+                bytes: 70_001 - MAX_TELEGRAM
+            },
+            DecodeEvent::Telegram(Telegram {
+                readings: vec![num(1, 1.5)]
+            }),
+        ]
+    );
+    assert_eq!((stats.rejected, stats.telegrams), (1, 1));
+}
+
+#[test]
+fn after_an_overlong_telegram_a_slash_inside_a_bracket_is_no_start() {
+    // Cut inside `(24/03/04 ...`: the `/` there is a date's, so the skip runs to the line end, and
+    // the next telegram decodes.
+    let mut s = b"/A\r\n0-0:1.0.0(".to_vec();
+    s.extend(std::iter::repeat_n(b'1', 60));
+    s.extend_from_slice(b"24/03/04)\r\n");
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(2.5*kWh)"]));
+    let mut d = small_decoder(&["1-0:1.8.0(@1"], 64);
+    let ev = run(&mut d, &s, &[]);
+    assert!(
+        matches!(
+            ev[0],
+            DecodeEvent::Error(DecodeError::TooLong { limit: 64 })
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(telegrams(&ev).len(), 1, "{ev:?}");
+    assert_eq!(telegrams(&ev)[0].readings, vec![num(1, 2.5)]);
+    assert_eq!(d.stats().rejected, 1, "the date's `/` started no telegram");
+}
+
+fn overlong_corpus() -> Vec<u8> {
+    let mut s = b"/".to_vec();
+    s.extend(std::iter::repeat_n(b'9', 100));
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(1*kWh)"]));
+    s.extend_from_slice(b"/A\r\n1-0:1.8.0(");
+    s.extend(std::iter::repeat_n(b'8', 80));
+    s.extend_from_slice(b"/8)(x)");
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(2*kWh)"]));
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(3*kWh)"]));
+    s
+}
+
+#[test]
+fn the_next_start_after_an_overlong_telegram_is_found_in_the_same_line() {
+    let mut d = small_decoder(&["1-0:1.8.0(@1"], 64);
+    let ev = run(&mut d, &overlong_corpus(), &[]);
+    let values: Vec<_> = telegrams(&ev).iter().map(|t| t.readings.clone()).collect();
+    // The `/` after `(x)` is outside brackets: it starts the telegram whose value is 2.
+    assert_eq!(
+        values,
+        vec![vec![num(1, 1.0)], vec![num(1, 2.0)], vec![num(1, 3.0)]],
+        "{ev:?}"
+    );
+    assert_eq!(d.stats().rejected, 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn resync_after_an_overlong_telegram_does_not_depend_on_chunking(chunks in proptest::collection::vec(1usize..80, 1..12)) {
+        let input = overlong_corpus();
+        let mut d = small_decoder(&["1-0:1.8.0(@1"], 64);
+        let expected = run(&mut d, &input, &[]);
+        let mut d = small_decoder(&["1-0:1.8.0(@1"], 64);
+        prop_assert_eq!(run(&mut d, &input, &chunks), expected);
+    }
+}
+
+#[test]
+fn a_telegram_without_crc_from_a_meter_that_sent_crcs_is_rejected_and_counted() {
+    let good = dsmr(&["/A", "1-0:1.8.0(1.5*kWh)"]);
+    // The same telegram with its CRC stripped, a forged one without CRC, and an empty one.
+    let bang = good.iter().position(|&b| b == b'!').unwrap();
+    let mut stripped = good[..=bang].to_vec();
+    stripped.extend_from_slice(b"\r\n");
+    let mut s = good.clone();
+    s.extend_from_slice(&stripped);
+    s.extend_from_slice(b"/A\r\n1-0:1.8.0(9999.9*kWh)\r\n!\r\n");
+    s.extend_from_slice(b"/\r\n!\r\n");
+    s.extend_from_slice(&good);
+    let (ev, stats) = whole(&["1-0:1.8.0(@1"], &s);
+    assert_eq!(
+        ev,
+        vec![
+            DecodeEvent::Telegram(Telegram {
+                readings: vec![num(1, 1.5)]
+            }),
+            DecodeEvent::Error(DecodeError::MissingCrc {
+                bytes: stripped.len()
+            }),
+            DecodeEvent::Error(DecodeError::MissingCrc { bytes: 30 }),
+            DecodeEvent::Error(DecodeError::MissingCrc { bytes: 6 }),
+            DecodeEvent::Telegram(Telegram {
+                readings: vec![num(1, 1.5)]
+            }),
+        ]
+    );
+    assert_eq!(
+        (
+            stats.telegrams,
+            stats.missing_crc,
+            stats.crc_errors,
+            stats.rejected
+        ),
+        (2, 3, 0, 0)
+    );
+}
+
+#[test]
+fn telegrams_without_crc_are_accepted_before_any_crc_and_when_the_script_says_so() {
+    let stripped = b"/A\r\n1-0:1.8.0(7*kWh)\r\n!\r\n";
+    let mut s = stripped.to_vec();
+    s.extend_from_slice(&dsmr(&["/A", "1-0:1.8.0(8*kWh)"]));
+    s.extend_from_slice(stripped);
+    let (ev, _) = whole(&["1-0:1.8.0(@1"], &s);
+    assert_eq!(
+        telegrams(&ev).len(),
+        2,
+        "the first, before any CRC, and the CRC one"
+    );
+
+    let mut d = decoder(&["1-0:1.8.0(@1"]).with_missing_checksum(MissingChecksum::Accept);
+    let ev = run(&mut d, &s, &[]);
+    assert_eq!(telegrams(&ev).len(), 3);
+    assert_eq!(d.stats().missing_crc, 0);
+}
+
+#[test]
+fn a_readout_without_bcc_from_a_meter_that_sent_one_is_rejected() {
+    let good = iec("/LOG5LK11BL804011", &["1.8.0(001846.0*kWh)"]);
+    let mut s = good.clone();
+    s.extend_from_slice(&good[..good.len() - 2]); // no ETX, no BCC
+    s.extend_from_slice(&good);
+    let (ev, stats) = whole(&["1.8.0(@1"], &s);
+    assert!(
+        matches!(
+            ev.as_slice(),
+            [
+                DecodeEvent::Telegram(_),
+                DecodeEvent::Error(DecodeError::MissingCrc { .. }),
+                DecodeEvent::Telegram(_)
+            ]
+        ),
+        "{ev:?}"
+    );
+    assert_eq!(stats.missing_crc, 1);
+}
+
+#[test]
+fn every_rejection_is_counted_under_its_kind() {
+    let good = dsmr(&["/A", "1-0:1.8.0(1*kWh)"]);
+    let mut bad = good.clone();
+    bad[8] = b'7';
+    let mut s = good.clone();
+    s.extend_from_slice(&bad); // bad CRC
+    s.extend_from_slice(b"/A\r\n!\r\n"); // no CRC
+    s.extend_from_slice(&good[..12]); // cut by the next start
+    s.extend_from_slice(b"/A\r\n!12345\r\n"); // malformed trailer
+    s.extend_from_slice(&good[..12]); // cut by the end of input
+    let (ev, stats) = whole(&["1-0:1.8.0(@1"], &s);
+    let kinds: Vec<_> = ev
+        .iter()
+        .filter_map(|e| match e {
+            DecodeEvent::Error(e) => Some(e.kind()),
+            _ => None,
+        })
+        .collect();
+    use crate::decode::RejectKind::*;
+    assert_eq!(
+        kinds,
+        vec![BadCrc, MissingCrc, Truncated, Malformed, Truncated]
+    );
+    assert_eq!(
+        (stats.crc_errors, stats.missing_crc, stats.rejected),
+        (1, 1, 3)
+    );
+    assert_eq!(stats.rejections(), kinds.len() as u64);
 }

@@ -16,7 +16,8 @@ words, so an escaped `1b1b1b1b` and an end sequence can never be confused with b
 like one (sml-rs reads byte by byte and has to repair that case after the fact). A start sequence
 that arrives off the word grid while a frame is open means bytes were lost: the open frame is
 rejected and the new one is taken. Every state is bounded: a frame longer than [`MAX_FRAME_BYTES`]
-is dropped, and garbage is only counted.
+is dropped (a start sequence that began just before the cut still starts the next frame), and
+garbage is only counted.
 */
 
 use super::crc::{Crc16, CrcVariant};
@@ -322,11 +323,6 @@ impl FrameDecoder {
         };
     }
 
-    fn reject(&mut self, error: DecodeError) -> Option<FrameEvent> {
-        self.state = State::Hunting { matched: 0 };
-        Some(FrameEvent::Rejected(error))
-    }
-
     /// Fast path: how many whole data words at the start of `bytes` can be taken as they are. That is
     /// the case on the word grid, for words without `1b`, when the word before had no `1b` either (an
     /// off-grid start sequence needs `1b` bytes in the word it ends in or the one before).
@@ -374,9 +370,7 @@ impl FrameDecoder {
                 }));
             }
             if len > MAX_FRAME_BYTES {
-                return self.reject(DecodeError::TooLong {
-                    limit: MAX_FRAME_BYTES,
-                });
+                return self.too_long();
             }
             return None;
         }
@@ -412,11 +406,21 @@ impl FrameDecoder {
             return self.reject_and_rehunt(8, error);
         }
         if len > MAX_FRAME_BYTES {
-            return self.reject(DecodeError::TooLong {
-                limit: MAX_FRAME_BYTES,
-            });
+            return self.too_long();
         }
         None
+    }
+
+    /// Drop a frame that passed [`MAX_FRAME_BYTES`]. The next frame's start sequence may already
+    /// have begun in its last 7 bytes (an escape word on the grid, or bytes off it): hunt through
+    /// them again, or that frame would be lost too.
+    fn too_long(&mut self) -> Option<FrameEvent> {
+        self.reject_and_rehunt(
+            START.len() - 1,
+            DecodeError::TooLong {
+                limit: MAX_FRAME_BYTES,
+            },
+        )
     }
 
     fn end_frame(&mut self, padding: u8, sent: [u8; 2]) -> Option<FrameEvent> {

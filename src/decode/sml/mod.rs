@@ -129,14 +129,13 @@ impl SmlDecoder {
                 negative: false,
                 events: VecDeque::new(),
                 stats: DecodeStats::default(),
-                crc_variant_frames: 0,
             },
         }
     }
 
     /// Frames accepted with a CRC other than SML's X-25 low byte first (see the module docs).
     pub fn crc_variant_frames(&self) -> u64 {
-        self.matching.crc_variant_frames
+        self.matching.stats.nonstandard_crc
     }
 }
 
@@ -149,7 +148,6 @@ struct Matching {
     negative: bool,
     events: VecDeque<DecodeEvent>,
     stats: DecodeStats,
-    crc_variant_frames: u64,
 }
 
 impl Matching {
@@ -157,13 +155,13 @@ impl Matching {
         match event {
             FrameEvent::Frame { crc } => {
                 if crc != CrcVariant::SML {
-                    if self.crc_variant_frames == 0 {
+                    if self.stats.nonstandard_crc == 0 {
                         tracing::warn!(
                             ?crc,
                             "SML frame verified only with a non-standard CRC; accepted"
                         );
                     }
-                    self.crc_variant_frames += 1;
+                    self.stats.nonstandard_crc += 1;
                 }
                 let mut negative = self.negative;
                 let found = readings(
@@ -172,6 +170,7 @@ impl Matching {
                     &self.byte_lines,
                     self.sign_rule.as_ref(),
                     &mut negative,
+                    &mut self.stats.unparsed_values,
                 );
                 match found {
                     Ok(readings) => {
@@ -192,10 +191,7 @@ impl Matching {
     }
 
     fn reject(&mut self, error: DecodeError) {
-        match error {
-            DecodeError::BadCrc { .. } => self.stats.crc_errors += 1,
-            _ => self.stats.rejected += 1,
-        }
+        self.stats.count_rejection(&error);
         tracing::debug!(%error, "SML frame rejected");
         self.events.push_back(DecodeEvent::Error(error));
     }
@@ -226,12 +222,14 @@ impl Decoder for SmlDecoder {
 }
 
 /// The readings of one frame, in stream order; an error if the frame's elements are malformed.
+/// `unparsed` counts matched lines whose entry held nothing they can publish.
 fn readings(
     data: &[u8],
     entry_lines: &[Line],
     byte_lines: &[Line],
     sign_rule: Option<&SignFromStatus>,
     negative: &mut bool,
+    unparsed: &mut u64,
 ) -> Result<Vec<Reading>, DecodeError> {
     let mut out = Vec::with_capacity(entry_lines.len() + byte_lines.len());
     message::for_each_entry(data, |entry| {
@@ -253,11 +251,12 @@ fn readings(
             }
             let negate =
                 *negative && sign_rule.is_some_and(|r| obis_bcde == Some(&r.value_obis[..]));
-            if let Some(value) = value_of(line, entry, negate) {
-                out.push(Reading {
+            match value_of(line, entry, negate) {
+                Some(value) => out.push(Reading {
                     entry: line.entry,
                     value,
-                });
+                }),
+                None => *unparsed += 1,
             }
         }
     })?;
@@ -275,13 +274,15 @@ fn readings(
             continue;
         };
         // A raw match whose following bytes do not parse publishes nothing; the frame itself is fine.
-        if let Ok(entry) = message::fields_after(data, at + pattern.len()) {
-            if let Some(value) = value_of(line, &entry, false) {
-                out.push(Reading {
-                    entry: line.entry,
-                    value,
-                });
-            }
+        let value = message::fields_after(data, at + pattern.len())
+            .ok()
+            .and_then(|entry| value_of(line, &entry, false));
+        match value {
+            Some(value) => out.push(Reading {
+                entry: line.entry,
+                value,
+            }),
+            None => *unparsed += 1,
         }
     }
     Ok(out)
@@ -303,7 +304,7 @@ fn value_of(line: &Line, entry: &Entry, negate: bool) -> Option<Value> {
     match line.value {
         ValueSpec::Text { hex_as_ascii } => match entry.value {
             SmlValue::Bytes(b) if hex_as_ascii => Some(Value::Text(ascii_text(b))),
-            SmlValue::Bytes(b) => Some(Value::Text(hex_text(b))),
+            SmlValue::Bytes(b) => Some(Value::Text(crate::hex::encode(b))),
             SmlValue::Int(v) => Some(Value::Text(v.to_string())),
             SmlValue::UInt(v) => Some(Value::Text(v.to_string())),
             SmlValue::Bool(v) => Some(Value::Text(u8::from(v).to_string())),
@@ -332,16 +333,6 @@ fn apply_scaler(raw: f64, scaler: i8) -> f64 {
     } else {
         raw * 10f64.powi(i32::from(scaler))
     }
-}
-
-fn hex_text(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 /// `@#x`: the octet string as text, up to a NUL as in Tasmota's C string; other bytes that are not
