@@ -438,19 +438,10 @@ impl Reader {
                 let pos = self.pos(&a);
                 let mut i = a.into_inner();
                 let spec = i.next().unwrap().as_str().to_string();
-                let v = i.next().unwrap();
-                let value = self.value(v);
+                let _ = pos;
                 Arg::Formatted {
                     spec,
-                    value: Expr {
-                        pos,
-                        first: Operand {
-                            pos,
-                            negate: false,
-                            value,
-                        },
-                        rest: Vec::new(),
-                    },
+                    value: self.expr(i.next().unwrap()),
                 }
             }
             Rule::range_arg => {

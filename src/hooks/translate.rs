@@ -750,8 +750,10 @@ impl<'s> Translator<'s> {
             Value::Number(n) => (number_literal(n), Ty::Num),
             Value::Text(t) => (rhai_str(t), Ty::Str),
             Value::Paren(e) => {
+                // Every number step is already a call (`r32(a + b)`), so brackets are only needed
+                // around a string sum.
                 let (v, ty) = self.expr(e)?;
-                if e.rest.is_empty() {
+                if e.rest.is_empty() || ty == Ty::Num {
                     (v, ty)
                 } else {
                     (format!("({v})"), ty)
