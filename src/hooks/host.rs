@@ -93,7 +93,11 @@ pub trait Readings {
         let _ = entry;
         true
     }
-    /// `smls[m]`: the meter id text of meter m.
+    /// Number of meters (for `smls[m]`).
+    fn meter_count(&self) -> usize {
+        0
+    }
+    /// `smls[m]`: the meter id text of meter m (1-based).
     fn meter_id(&self, meter: usize) -> String {
         let _ = meter;
         String::new()

@@ -377,6 +377,9 @@ impl Hooks {
             s.values.push(ctx.readings.value(i));
             s.valid.push(ctx.readings.valid(i));
         }
+        s.meter_ids = (1..=ctx.readings.meter_count().min(self.limits.collection_size))
+            .map(|m| ctx.readings.meter_id(m))
+            .collect();
         s.json = json;
         s.at = 0;
     }
