@@ -38,7 +38,8 @@ fn with_host_template(bytes: Vec<u8>) -> Vec<u8> {
     if text.lines().any(|l| l.trim_start().starts_with(">D")) {
         return bytes;
     }
-    let template = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fragment-template.sml");
+    let template =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fragment-template.sml");
     let mut out = std::fs::read(template).unwrap();
     out.extend_from_slice(&bytes);
     out
@@ -92,8 +93,13 @@ fn community_script_sections_translate_or_fail_as_listed() {
         }
     }
     for name in listed.keys() {
-        if !paths.iter().any(|p| p.file_name().unwrap().to_string_lossy() == name.as_str()) {
-            failures.push(format!("{name} is listed in hooks-known-untranslated.tsv but not in the corpus"));
+        if !paths
+            .iter()
+            .any(|p| p.file_name().unwrap().to_string_lossy() == name.as_str())
+        {
+            failures.push(format!(
+                "{name} is listed in hooks-known-untranslated.tsv but not in the corpus"
+            ));
         }
     }
     println!(
@@ -101,7 +107,12 @@ fn community_script_sections_translate_or_fail_as_listed() {
         listed.len(),
         paths.len()
     );
-    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// Two minutes across midnight, every 100 ms and every second, with a teleperiod every 30 s: the
@@ -122,12 +133,17 @@ fn community_script_hooks_run_two_minutes_across_midnight_without_errors() {
         .collect();
     paths.sort();
     let readings: Vec<f64> = (1..=40).map(|i| 1000.0 + i as f64 * 0.25).collect();
-    let start = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap().and_hms_opt(23, 59, 0).unwrap();
+    let start = NaiveDate::from_ymd_opt(2026, 11, 27)
+        .unwrap()
+        .and_hms_opt(23, 59, 0)
+        .unwrap();
     let json = serde_json::json!({"SML": {"Total_in": 1234.5}, "WAERME": {"w_total": 42.0}});
     let (mut ran, mut commands, mut failures) = (0, 0, Vec::new());
     for path in &paths {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let Some(script) = sml::script::compile(&with_host_template(std::fs::read(path).unwrap())).script else {
+        let Some(script) =
+            sml::script::compile(&with_host_template(std::fs::read(path).unwrap())).script
+        else {
             continue;
         };
         let Ok(mut hooks) = sml::hooks::Hooks::new(&script) else {
@@ -162,8 +178,15 @@ fn community_script_hooks_run_two_minutes_across_midnight_without_errors() {
             failures.push(errors.join("\n"));
         }
     }
-    println!("hooks run: {ran} scripts ran two simulated minutes, issuing {commands} host commands");
+    println!(
+        "hooks run: {ran} scripts ran two simulated minutes, issuing {commands} host commands"
+    );
     // Every script boots with `sensor53 r` at least; the handshake scripts send every few 100 ms.
     assert!(commands > ran, "the hooks ran and asked for things");
-    assert!(failures.is_empty(), "{} script(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} script(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -23,7 +23,9 @@ fn hooks_with(text: &str, limits: Limits) -> Hooks {
 }
 
 fn check(text: &str) -> Vec<Diagnostic> {
-    let script = sml::script::compile(text.as_bytes()).script.expect("compiles");
+    let script = sml::script::compile(text.as_bytes())
+        .script
+        .expect("compiles");
     sml::hooks::check::check(&script)
 }
 
@@ -76,7 +78,8 @@ fn a_string_compared_with_a_number_is_false_and_check_says_so() {
     assert_eq!(h.number("b"), Some(1.0));
     let d = check(text);
     assert!(
-        d.iter().any(|d| d.line == 6 && d.message.contains("string with a number")),
+        d.iter()
+            .any(|d| d.line == 6 && d.message.contains("string with a number")),
         "{d:#?}"
     );
 }
@@ -89,9 +92,17 @@ fn an_undeclared_variable_leaves_the_target_unchanged_and_prints_three_question_
     let mut h = hooks(text);
     boot(&mut h);
     assert_eq!(h.number("x"), Some(5.0));
-    assert_eq!(h.take_commands(), vec![HostCommand::Log("x=5.00 y=???".into())]);
+    assert_eq!(
+        h.take_commands(),
+        vec![HostCommand::Log("x=5.00 y=???".into())]
+    );
     let d = check(text);
-    assert!(d.iter().any(|d| d.line == 4 && d.severity == Severity::Warning && d.message.contains("`nothere`")), "{d:#?}");
+    assert!(
+        d.iter().any(|d| d.line == 4
+            && d.severity == Severity::Warning
+            && d.message.contains("`nothere`")),
+        "{d:#?}"
+    );
 }
 
 #[test]
@@ -108,14 +119,21 @@ fn a_string_over_its_capacity_is_cut_silently() {
 #[test]
 fn percent_var_in_a_command_is_substituted_with_its_decimals() {
     // Spec 2.4: `%name%` with the default 2 decimals, `%0name%` with none; `dpN` changes the default.
-    let mut h = hooks(">D\nv=3.14159\nn=7\n>B\n=>publish stat/x/v %v% %0n%\ndp1\n->publish a %v%\n");
+    let mut h =
+        hooks(">D\nv=3.14159\nn=7\n>B\n=>publish stat/x/v %v% %0n%\ndp1\n->publish a %v%\n");
     boot(&mut h);
     assert_eq!(
         h.take_commands(),
         vec![
             HostCommand::Log("SCR: performs \"publish stat/x/v 3.14 7\"".into()),
-            HostCommand::Publish { topic: "stat/x/v".into(), payload: "3.14 7".into() },
-            HostCommand::Publish { topic: "a".into(), payload: "3.1".into() },
+            HostCommand::Publish {
+                topic: "stat/x/v".into(),
+                payload: "3.14 7".into()
+            },
+            HostCommand::Publish {
+                topic: "a".into(),
+                payload: "3.1".into()
+            },
         ]
     );
 }
@@ -171,15 +189,25 @@ fn an_iec_handshake_in_f_queues_baud_changes_and_sends_in_order() {
     assert_eq!(
         h.take_commands(),
         vec![
-            HostCommand::SetBaud { meter: 1, baud: 300 },
-            HostCommand::Send { meter: 1, bytes: b"/?!\r\n".to_vec() },
+            HostCommand::SetBaud {
+                meter: 1,
+                baud: 300
+            },
+            HostCommand::Send {
+                meter: 1,
+                bytes: b"/?!\r\n".to_vec()
+            },
         ]
     );
     h.run_every_100ms(&ctx(0, &Vec::new()));
     assert_eq!(
         h.take_commands(),
         vec![
-            HostCommand::SetMode { meter: 1, baud: 2400, parity: sml::script::model::Parity::Even },
+            HostCommand::SetMode {
+                meter: 1,
+                baud: 2400,
+                parity: sml::script::model::Parity::Even
+            },
             HostCommand::Delay(Duration::from_millis(350)),
         ]
     );
@@ -209,7 +237,10 @@ fn a_json_path_in_t_reads_the_sensor_json_and_keeps_the_old_value_when_absent() 
 #[test]
 fn j_lines_are_appended_with_their_substitutions() {
     let mut h = hooks(">D\nw_delta=1.5\n>J\n,\"w_delta\":%3w_delta%\n");
-    assert_eq!(h.json_append(&ctx(0, &Vec::new())).unwrap(), ",\"w_delta\":1.500");
+    assert_eq!(
+        h.json_append(&ctx(0, &Vec::new())).unwrap(),
+        ",\"w_delta\":1.500"
+    );
 }
 
 #[test]
@@ -225,7 +256,11 @@ fn subroutines_share_the_global_variables_and_return_values() {
 fn chg_reports_a_change_once() {
     let mut h = hooks(">D\nv=0\nn=0\n>S\nif chg[v]>0 {\nn+=1\n}\n");
     h.run_every_second(&ctx(1, &Vec::new()));
-    assert_eq!(h.number("n"), Some(0.0), "the shadow starts at the declared value");
+    assert_eq!(
+        h.number("n"),
+        Some(0.0),
+        "the shadow starts at the declared value"
+    );
     let mut h = hooks(">D\nv=0\nn=0\n>S\nv=upsecs\nif chg[v]>0 {\nn+=1\n}\n");
     h.run_every_second(&ctx(1, &Vec::new()));
     h.run_every_second(&ctx(1, &Vec::new()));
@@ -236,7 +271,9 @@ fn chg_reports_a_change_once() {
 fn unknown_syntax_is_an_error_at_line_and_column_with_a_caret() {
     // The column is where the user's own line stops making sense, indentation included.
     let text = ">D\nx=0\n>S\nx=1\n  x=(1+\n";
-    let script = sml::script::compile(text.as_bytes()).script.expect("compiles");
+    let script = sml::script::compile(text.as_bytes())
+        .script
+        .expect("compiles");
     let d = sml::hooks::check::check_with_source(&script, text);
     let e: Vec<_> = d.iter().filter(|d| d.severity == Severity::Error).collect();
     assert_eq!(e.len(), 1, "{d:#?}");
@@ -250,7 +287,10 @@ fn unknown_syntax_is_an_error_at_line_and_column_with_a_caret() {
 #[test]
 fn esp_only_commands_warn_once_naming_the_first_line() {
     let d = check(">D\n>B\n->sensor53 l255\nspinm(4 1)\nspinm(4 1)\n->sensor53 r\n");
-    let w: Vec<_> = d.iter().filter(|d| d.severity == Severity::Warning).collect();
+    let w: Vec<_> = d
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .collect();
     assert_eq!(w.len(), 2, "{w:#?}");
     assert_eq!(w[0].line, 3);
     assert_eq!(w[1].line, 4);
@@ -262,7 +302,10 @@ fn esp_only_commands_warn_once_naming_the_first_line() {
 
 #[test]
 fn an_endless_loop_in_s_is_stopped_at_its_line_once_and_f_still_runs() {
-    let limits = Limits { operations: 50_000, ..Limits::default() };
+    let limits = Limits {
+        operations: 50_000,
+        ..Limits::default()
+    };
     let mut h = hooks_with(">D\ni=0\nn=0\n>S\nfor i 1 2 0\nnext\n>F\nn+=1\n", limits);
     let e = h.run_every_second(&ctx(1, &Vec::new())).expect("stopped");
     assert!(e.message.contains("50000 operations"), "{e}");
@@ -295,7 +338,10 @@ fn a_100_mb_string_is_refused_by_the_sandbox() {
     let err = engine
         .run("let s = \"x\"; while s.len() < 100_000_000 { s += s; }")
         .expect_err("stopped");
-    assert!(matches!(*err, rhai::EvalAltResult::ErrorDataTooLarge(..)), "{err}");
+    assert!(
+        matches!(*err, rhai::EvalAltResult::ErrorDataTooLarge(..)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -314,4 +360,58 @@ fn the_sandbox_has_no_file_module_or_eval_access() {
     assert!(engine.run("import \"/etc/passwd\" as p;").is_err());
     assert!(engine.run("eval(\"1\")").is_err());
     assert!(engine.run("let f = open_file(\"/etc/passwd\");").is_err());
+}
+
+#[test]
+fn numbers_and_strings_convert_as_tasmota_converts_them() {
+    // Trap 5: a number into a string has 6 decimals; a string into a number is its leading decimal.
+    let mut h = hooks(">D\ns=\"\"\nx=0\n>B\ns=5\nx=\"12.5kWh\"\n");
+    boot(&mut h);
+    assert_eq!(h.text("s").as_deref(), Some("5.000000"));
+    assert_eq!(h.number("x"), Some(12.5));
+}
+
+#[test]
+fn tper_is_clamped_to_10_to_300_seconds() {
+    // Trap 13: the script setter clamps; the console command allows up to 3600.
+    let mut h = hooks(">D\n>B\ntper=5\n->teleperiod 600\n");
+    boot(&mut h);
+    assert_eq!(
+        h.take_commands(),
+        vec![
+            HostCommand::SetTeleperiod { seconds: 10 },
+            HostCommand::SetTeleperiod { seconds: 600 },
+        ]
+    );
+}
+
+#[test]
+fn arrays_follow_tasmotas_index_rules() {
+    // Spec 2.1: `arr=x` feeds the ring, `arr[i]` 1-based, `[-1]` length, `[-3]` sum, out of range reads
+    // element 1 and writes nothing.
+    let text = ">D\nM:a=0 3\nn=0\nsum=0\nfar=0\n>B\na=5\na=7\na[3]=1\na[9]=100\nn=a[-1]\nsum=a[-3]\nfar=a[9]\n";
+    let mut h = hooks(text);
+    assert!(boot(&mut h).is_empty());
+    assert_eq!(h.array("a").unwrap().values, vec![5.0, 7.0, 1.0]);
+    assert_eq!(h.number("n"), Some(3.0));
+    assert_eq!(h.number("sum"), Some(13.0));
+    assert_eq!(h.number("far"), Some(5.0));
+}
+
+#[test]
+fn permanent_variables_are_saved_and_restored() {
+    let text =
+        ">D\np:total=0\np:name=\"x\"\nother=0\n>B\ntotal=12.5\nname=\"meter\"\nother=1\nsvars\n";
+    let mut h = hooks(text);
+    boot(&mut h);
+    assert_eq!(h.take_commands(), vec![HostCommand::SavePermanent]);
+    let saved = h.permanent_values();
+    assert_eq!(
+        serde_json::Value::Object(saved.clone()),
+        serde_json::json!({"total": 12.5, "name": "meter"})
+    );
+    let mut fresh = hooks(text);
+    fresh.restore_permanent(&saved);
+    assert_eq!(fresh.number("total"), Some(12.5));
+    assert_eq!(fresh.text("name").as_deref(), Some("meter"));
 }

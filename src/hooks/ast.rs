@@ -52,10 +52,16 @@ pub enum StmtKind {
     Break,
     Return(Option<Expr>),
     /// `->cmd`, `=>cmd`, `+>cmd`.
-    Command { kind: CommandKind, text: Template },
+    Command {
+        kind: CommandKind,
+        text: Template,
+    },
     Print(Template),
     /// `=#name(a b)`.
-    CallSub { name: String, args: Vec<Expr> },
+    CallSub {
+        name: String,
+        args: Vec<Expr>,
+    },
     /// A line that is only a function call: `sml(1 0 300)`.
     Call(Expr),
     Svars,
@@ -65,7 +71,9 @@ pub enum StmtKind {
     /// `wcs ...`: web page content, only meaningful on the ESP's web page.
     Web,
     /// A line Tasmota reads as an unknown name and ignores (`TelePeriod 30`).
-    Ignored { word: String },
+    Ignored {
+        word: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +117,11 @@ pub enum Logic {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cond {
-    Compare { left: Expr, op: CmpOp, right: Expr },
+    Compare {
+        left: Expr,
+        op: CmpOp,
+        right: Expr,
+    },
     /// `((a==1) and (b==2))`.
     Group(Vec<(Logic, Cond)>),
     /// An expression without a comparison: false in Tasmota.
@@ -164,11 +176,20 @@ pub enum Value {
     /// `name` alone: a variable or a built-in (`upsecs`).
     Name(String),
     /// `name[index]`: an array element, `sml[n]`, `chg[v]`.
-    Index { name: String, index: Box<Expr> },
+    Index {
+        name: String,
+        index: Box<Expr>,
+    },
     /// `name(args)`.
-    Call { name: String, args: Vec<Arg> },
+    Call {
+        name: String,
+        args: Vec<Arg>,
+    },
     /// `#name(args)`.
-    SubCall { name: String, args: Vec<Expr> },
+    SubCall {
+        name: String,
+        args: Vec<Expr>,
+    },
     /// `PREFIX#key`.
     JsonPath(String),
 }
@@ -177,9 +198,15 @@ pub enum Value {
 pub enum Arg {
     Expr(Expr),
     /// `s(2.0(x))`, `s(0x)`: decimals given before the value.
-    Formatted { spec: String, value: Expr },
+    Formatted {
+        spec: String,
+        value: Expr,
+    },
     /// `mp(x <a r >b r)`: a bound.
-    Range { below: bool, value: Expr },
+    Range {
+        below: bool,
+        value: Expr,
+    },
 }
 
 /// A `%var%` template: text pieces and substitutions.
@@ -192,5 +219,8 @@ pub struct Template {
 pub enum Piece {
     Text(String),
     /// `%3name%`: the value, with decimals (`None`: the `dp` default).
-    Value { decimals: Option<u8>, value: Expr },
+    Value {
+        decimals: Option<u8>,
+        value: Expr,
+    },
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rhai::packages::{Package, StandardPackage};
-use rhai::{Dynamic, Engine, EvalAltResult, Map, ImmutableString};
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 
 use crate::script::model::Parity;
 
@@ -345,7 +345,9 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     });
     engine.register_fn("hx", |x: f64| format!("{:08X}", x as i64 as u32));
     engine.register_fn("hd", |s: &str| {
-        u32::from_str_radix(s.trim(), 16).map(|v| v as f64).unwrap_or(0.0)
+        u32::from_str_radix(s.trim(), 16)
+            .map(|v| v as f64)
+            .unwrap_or(0.0)
     });
     engine.register_fn("sl", |s: &str| s.chars().count() as f64);
     engine.register_fn("ins", |a: &str, b: &str| match a.find(b) {
@@ -384,10 +386,17 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
         if !v.is_finite() {
             return "null".into();
         }
-        format!("{:0w$.d$}", v as f32, w = width as usize, d = decimals as usize)
+        format!(
+            "{:0w$.d$}",
+            v as f32,
+            w = width as usize,
+            d = decimals as usize
+        )
     });
     let sh = shared.clone();
-    engine.register_fn("set_dp", move |d: f64| lock(&sh).dp = d.clamp(0.0, 9.0) as u8);
+    engine.register_fn("set_dp", move |d: f64| {
+        lock(&sh).dp = d.clamp(0.0, 9.0) as u8
+    });
 
     // Clock: a snapshot taken when the call started.
     macro_rules! clock {
@@ -501,8 +510,12 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     });
     let sh = shared.clone();
     engine.register_fn("sml_mode", move |m: f64, mode: &str| -> RhaiResult<f64> {
-        let (baud, parity) = parse_mode(mode)
-            .ok_or_else(|| format!("sml(-{} 1 \"{mode}\"): expected `baud:8N1`, `baud:8E1` or `baud:8O1`", meter(m)))?;
+        let (baud, parity) = parse_mode(mode).ok_or_else(|| {
+            format!(
+                "sml(-{} 1 \"{mode}\"): expected `baud:8N1`, `baud:8E1` or `baud:8O1`",
+                meter(m)
+            )
+        })?;
         lock(&sh).commands.push(HostCommand::SetMode {
             meter: meter(m),
             baud,
@@ -529,13 +542,15 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     let sh = shared.clone();
     engine.register_fn("cmd", move |c: &str| {
         let mut s = lock(&sh);
-        s.commands.push(HostCommand::Log(format!("SCR: performs \"{c}\"")));
+        s.commands
+            .push(HostCommand::Log(format!("SCR: performs \"{c}\"")));
         run_command(&mut s, c)
     });
     let sh = shared.clone();
     engine.register_fn("cmd_recursive", move |c: &str| {
         let mut s = lock(&sh);
-        s.commands.push(HostCommand::Log(format!("SCR: performs \"{c}\"")));
+        s.commands
+            .push(HostCommand::Log(format!("SCR: performs \"{c}\"")));
         run_command(&mut s, c)
     });
     let sh = shared.clone();
@@ -544,14 +559,12 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     });
     let sh = shared.clone();
     engine.register_fn("delay", move |ms: f64| {
-        lock(&sh)
-            .commands
-            .push(HostCommand::Delay(Duration::from_millis(ms.max(0.0) as u64)))
+        lock(&sh).commands.push(HostCommand::Delay(
+            Duration::from_millis(ms.max(0.0) as u64),
+        ))
     });
     let sh = shared.clone();
-    engine.on_print(move |text| {
-        lock(&sh).commands.push(HostCommand::Log(text.to_string()))
-    });
+    engine.on_print(move |text| lock(&sh).commands.push(HostCommand::Log(text.to_string())));
     engine.on_debug(|_, _, _| {});
 
     // `>T`: keys of the JSON in scope, `A#B#C`, case-insensitive; `()` when absent (keep the old value).
@@ -586,7 +599,11 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     // Arrays and `is` string arrays, kept host-side.
     let sh = shared.clone();
     engine.register_fn("arr_get", move |name: &str, i: f64| -> f64 {
-        lock(&sh).arrays.get(name).map(|a| a.get(i) as f64).unwrap_or(0.0)
+        lock(&sh)
+            .arrays
+            .get(name)
+            .map(|a| a.get(i) as f64)
+            .unwrap_or(0.0)
     });
     let sh = shared.clone();
     engine.register_fn("arr_set", move |name: &str, i: f64, v: f64| {
@@ -602,7 +619,11 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     });
     let sh = shared.clone();
     engine.register_fn("arr_value", move |name: &str| -> f64 {
-        lock(&sh).arrays.get(name).map(|a| a.value() as f64).unwrap_or(0.0)
+        lock(&sh)
+            .arrays
+            .get(name)
+            .map(|a| a.value() as f64)
+            .unwrap_or(0.0)
     });
     let sh = shared.clone();
     engine.register_fn("is_set", move |list: &str| -> f64 {
@@ -617,8 +638,7 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     let sh = shared.clone();
     engine.register_fn("is_get", move |i: f64| -> String {
         let s = lock(&sh);
-        s.is
-            .get((i as usize).wrapping_sub(1))
+        s.is.get((i as usize).wrapping_sub(1))
             .cloned()
             .unwrap_or_default()
     });
@@ -641,7 +661,10 @@ pub(crate) fn register_builtins(engine: &mut Engine, shared: &Shared) {
     // `chg[v]`: 1 when v differs from its shadow copy, which is then updated.
     engine.register_fn("chg", |this: &mut Map, name: &str| -> f64 {
         let key = format!("\u{1}chg:{name}");
-        let now = this.get(name).and_then(|v| v.as_float().ok()).unwrap_or(0.0);
+        let now = this
+            .get(name)
+            .and_then(|v| v.as_float().ok())
+            .unwrap_or(0.0);
         let before = this.get(key.as_str()).and_then(|v| v.as_float().ok());
         this.insert(key.into(), Dynamic::from_float(now));
         match before {
@@ -686,9 +709,11 @@ fn run_command(s: &mut HostState, command: &str) {
                 s.commands.push(HostCommand::DumpRaw { meter: m });
             } else if let Some(c) = arg.strip_prefix('c').and_then(|c| c.parse().ok()) {
                 let value = it.next().map(parse_number).unwrap_or(0.0);
-                s.commands.push(HostCommand::SetCounter { counter: c, value });
+                s.commands
+                    .push(HostCommand::SetCounter { counter: c, value });
             } else {
-                s.commands.push(HostCommand::Unsupported(command.to_string()));
+                s.commands
+                    .push(HostCommand::Unsupported(command.to_string()));
             }
         }
         "publish" | "publish2" => {
@@ -704,10 +729,14 @@ fn run_command(s: &mut HostState, command: &str) {
                 s.tper = seconds;
                 s.commands.push(HostCommand::SetTeleperiod { seconds });
             }
-            Err(_) => s.commands.push(HostCommand::Unsupported(command.to_string())),
+            Err(_) => s
+                .commands
+                .push(HostCommand::Unsupported(command.to_string())),
         },
         "" => {}
-        _ => s.commands.push(HostCommand::Unsupported(command.to_string())),
+        _ => s
+            .commands
+            .push(HostCommand::Unsupported(command.to_string())),
     }
 }
 

@@ -35,10 +35,10 @@ use std::time::Duration;
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope, AST};
 
-use crate::script::model::{Literal, LineNo, Script, VarKind};
+use crate::script::model::{LineNo, Literal, Script, VarKind};
 use crate::script::{Diagnostic, Severity};
-pub use host::{HostCommand, Limits, Readings, TArray};
 use host::{lock, HostState, Shared};
+pub use host::{HostCommand, Limits, Readings, TArray};
 pub use translate::{translate, Translation};
 
 /// What a hook sees of the world during one call.
@@ -66,13 +66,20 @@ pub struct HookError {
 impl HookError {
     /// `path:line: error in >S: message`.
     pub fn render(&self, path: &str) -> String {
-        format!("{path}:{}: error in {}: {}", self.line, self.section, self.message)
+        format!(
+            "{path}:{}: error in {}: {}",
+            self.line, self.section, self.message
+        )
     }
 }
 
 impl fmt::Display for HookError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: error in {}: {}", self.line, self.section, self.message)
+        write!(
+            f,
+            "line {}: error in {}: {}",
+            self.line, self.section, self.message
+        )
     }
 }
 
@@ -331,9 +338,7 @@ impl Hooks {
     pub fn restore_permanent(&mut self, saved: &serde_json::Map<String, serde_json::Value>) {
         for name in &self.permanent {
             let Some(v) = saved.get(name) else { continue };
-            if let (Some(list), Some(a)) =
-                (v.as_array(), lock(&self.shared).arrays.get_mut(name))
-            {
+            if let (Some(list), Some(a)) = (v.as_array(), lock(&self.shared).arrays.get_mut(name)) {
                 for (slot, x) in a.values.iter_mut().zip(list) {
                     if let Some(x) = x.as_f64() {
                         *slot = x as f32;

@@ -24,7 +24,10 @@ struct StatementParser;
 #[derive(Debug, Clone)]
 enum LineStmt {
     Simple(StmtKind),
-    If { cond: Cond, brace: bool },
+    If {
+        cond: Cond,
+        brace: bool,
+    },
     And(Cond),
     Or(Cond),
     Then,
@@ -36,7 +39,12 @@ enum LineStmt {
     Switch(Expr),
     Case(Expr),
     Ends,
-    For { var: String, from: Expr, to: Expr, step: Expr },
+    For {
+        var: String,
+        from: Expr,
+        to: Expr,
+        step: Expr,
+    },
     Next,
 }
 
@@ -46,7 +54,14 @@ pub fn parse_section(lines: &[SourceLine]) -> (Vec<Statement>, Vec<Diagnostic>) 
     let mut flat: Vec<(Pos, LineStmt, &SourceLine)> = Vec::new();
     for l in lines {
         match parse_line(l, &mut diags) {
-            Some(s) => flat.push((Pos { line: l.line, col: 1 }, s, l)),
+            Some(s) => flat.push((
+                Pos {
+                    line: l.line,
+                    col: 1,
+                },
+                s,
+                l,
+            )),
             None => continue,
         }
     }
@@ -312,7 +327,9 @@ impl Reader {
             .map(|a| {
                 a.into_inner()
                     .map(|arg| match self.arg(arg) {
-                        Arg::Expr(e) | Arg::Formatted { value: e, .. } | Arg::Range { value: e, .. } => e,
+                        Arg::Expr(e)
+                        | Arg::Formatted { value: e, .. }
+                        | Arg::Range { value: e, .. } => e,
                     })
                     .collect()
             })

@@ -393,7 +393,9 @@ impl<'s> Translator<'s> {
                 let n = self.locals;
                 self.emit(
                     line,
-                    &format!("{target} = {from}; {{ let to{n} = {to}; let step{n} = {step}; loop {{"),
+                    &format!(
+                        "{target} = {from}; {{ let to{n} = {to}; let step{n} = {step}; loop {{"
+                    ),
                 );
                 self.indent += 1;
                 // Where an endless loop was when the operation limit stopped it.
@@ -401,10 +403,7 @@ impl<'s> Translator<'s> {
                 self.loops += 1;
                 self.block(body, section);
                 self.loops -= 1;
-                self.emit(
-                    0,
-                    &format!("{target} = r32({target} + step{n});"),
-                );
+                self.emit(0, &format!("{target} = r32({target} + step{n});"));
                 self.emit(
                     0,
                     &format!("if (step{n} >= 0.0 && {target} > to{n}) || (step{n} < 0.0 && {target} < to{n}) {{ break; }}"),
@@ -460,13 +459,18 @@ impl<'s> Translator<'s> {
             StmtKind::Web => {
                 self.warn(
                     s.pos,
-                    "`wcs` sends web page content, which only the ESP's web page shows; ignored".into(),
+                    "`wcs` sends web page content, which only the ESP's web page shows; ignored"
+                        .into(),
                 );
             }
             StmtKind::Ignored { word } => {
                 self.warn(
                     s.pos,
-                    format!("`{}` has no effect in Tasmota (an unknown name); did you mean `->{}`?", self.source.trim(), self.source.trim()),
+                    format!(
+                        "`{}` has no effect in Tasmota (an unknown name); did you mean `->{}`?",
+                        self.source.trim(),
+                        self.source.trim()
+                    ),
                 );
                 let _ = word;
             }
@@ -474,7 +478,13 @@ impl<'s> Translator<'s> {
         Ok(())
     }
 
-    fn assign(&mut self, pos: Pos, target: &Target, op: AssignOp, value: &Expr) -> Result<(), Skip> {
+    fn assign(
+        &mut self,
+        pos: Pos,
+        target: &Target,
+        op: AssignOp,
+        value: &Expr,
+    ) -> Result<(), Skip> {
         let line = pos.line;
         // `v=PREFIX#key` in `>T`: absent key keeps the old value.
         if let (Target::Var(name), AssignOp::Set, Value::JsonPath(path), true) = (
@@ -499,7 +509,10 @@ impl<'s> Translator<'s> {
             let dest = var_ref(name);
             self.emit(
                 line,
-                &format!("{{ let j = tele({}); if j != () {{ {dest} = {conv}; }} }}", rhai_str(path)),
+                &format!(
+                    "{{ let j = tele({}); if j != () {{ {dest} = {conv}; }} }}",
+                    rhai_str(path)
+                ),
             );
             return Ok(());
         }
@@ -625,7 +638,11 @@ impl<'s> Translator<'s> {
         if args.len() != params.len() {
             self.warn(
                 pos,
-                format!("`#{name}` takes {} argument(s), {} given", params.len(), args.len()),
+                format!(
+                    "`#{name}` takes {} argument(s), {} given",
+                    params.len(),
+                    args.len()
+                ),
             );
         }
         // `at()` records the calling line: a runaway recursion is reported there.
@@ -654,7 +671,8 @@ impl<'s> Translator<'s> {
             Cond::Bare(e) => {
                 self.warn(
                     e.pos,
-                    "a condition without a comparison (`==`, `<`, ...) is always false in Tasmota".into(),
+                    "a condition without a comparison (`==`, `<`, ...) is always false in Tasmota"
+                        .into(),
                 );
                 Ok("false".into())
             }
@@ -712,7 +730,11 @@ impl<'s> Translator<'s> {
             acc = match ty {
                 Ty::Num => {
                     let v = if oty == Ty::Str {
-                        self.warn(o.pos, "a string in a number expression: Tasmota stops the calculation here".into());
+                        self.warn(
+                            o.pos,
+                            "a string in a number expression: Tasmota stops the calculation here"
+                                .into(),
+                        );
                         return Err(Skip);
                     } else {
                         v
@@ -762,12 +784,17 @@ impl<'s> Translator<'s> {
             Value::Name(n) => self.name(pos, n)?,
             Value::Index { name, index } => self.index(pos, name, index)?,
             Value::Call { name, args } => self.call(pos, name, args)?,
-            Value::SubCall { name, args } => (format!("num_of({})", self.sub_call(pos, name, args)?), Ty::Num),
+            Value::SubCall { name, args } => (
+                format!("num_of({})", self.sub_call(pos, name, args)?),
+                Ty::Num,
+            ),
             Value::JsonPath(path) => {
                 if !self.json_in_scope() {
                     return Err(self.error(
                         pos,
-                        format!("`{path}` reads the JSON of `>T`/`>E`; there is none in this section"),
+                        format!(
+                            "`{path}` reads the JSON of `>T`/`>E`; there is none in this section"
+                        ),
                     ));
                 }
                 (format!("num_of(tele({}))", rhai_str(path)), Ty::Num)
@@ -792,7 +819,10 @@ impl<'s> Translator<'s> {
             _ => {}
         }
         if ESP_ONLY_FUNCTIONS.contains(&n) {
-            self.warn(pos, format!("`{n}` exists only on the ESP; it reads 0 here"));
+            self.warn(
+                pos,
+                format!("`{n}` exists only on the ESP; it reads 0 here"),
+            );
             return Ok(("0.0".into(), Ty::Num));
         }
         self.warn(
@@ -844,26 +874,39 @@ impl<'s> Translator<'s> {
 
     fn call(&mut self, pos: Pos, name: &str, args: &[Arg]) -> Result<(String, Ty), Skip> {
         if ESP_ONLY_FUNCTIONS.contains(&name) {
-            self.warn(pos, format!("`{name}()` exists only on the ESP; no effect here (reads 0)"));
+            self.warn(
+                pos,
+                format!("`{name}()` exists only on the ESP; no effect here (reads 0)"),
+            );
             return Ok(("0.0".into(), Ty::Num));
         }
         let mut nums = Vec::new();
         let plain = |t: &mut Self, a: &Arg| -> Result<(String, Ty), Skip> {
             match a {
                 Arg::Expr(e) => t.expr(e),
-                _ => Err(t.error(pos, format!("`{name}()`: unexpected `<`, `>` or number format here"))),
+                _ => Err(t.error(
+                    pos,
+                    format!("`{name}()`: unexpected `<`, `>` or number format here"),
+                )),
             }
         };
         let want = |t: &mut Self, n: usize| -> Result<(), Skip> {
             if args.len() != n {
-                return Err(t.error(pos, format!("`{name}()` takes {n} argument(s), {} given", args.len())));
+                return Err(t.error(
+                    pos,
+                    format!("`{name}()` takes {n} argument(s), {} given", args.len()),
+                ));
             }
             Ok(())
         };
         let num_fn = |t: &mut Self, f: &str| -> Result<(String, Ty), Skip> {
             want(t, 1)?;
             let (v, ty) = plain(t, &args[0])?;
-            let v = if ty == Ty::Str { format!("num_of({v})") } else { v };
+            let v = if ty == Ty::Str {
+                format!("num_of({v})")
+            } else {
+                v
+            };
             Ok((format!("{f}({v})"), Ty::Num))
         };
         match name {
@@ -920,7 +963,10 @@ impl<'s> Translator<'s> {
                 }
                 let (b, bty) = plain(self, &args[1])?;
                 let b = if name == "st" && bty == Ty::Num {
-                    return Err(self.error(pos, "`st()` takes the delimiter as a string (`st(s \",\" 2)`)".into()));
+                    return Err(self.error(
+                        pos,
+                        "`st()` takes the delimiter as a string (`st(s \",\" 2)`)".into(),
+                    ));
                 } else {
                     b
                 };
@@ -938,7 +984,9 @@ impl<'s> Translator<'s> {
                 let (_, _) = plain(self, &args[0])?;
                 let (b, ty) = plain(self, &args[1])?;
                 if ty != Ty::Str {
-                    return Err(self.error(pos, "`is()` takes the `|`-separated strings second".into()));
+                    return Err(
+                        self.error(pos, "`is()` takes the `|`-separated strings second".into())
+                    );
                 }
                 Ok((format!("is_set({b})"), Ty::Num))
             }
@@ -951,14 +999,22 @@ impl<'s> Translator<'s> {
                 let mut it = args[1..].iter();
                 while let Some(a) = it.next() {
                     let Arg::Range { below, value } = a else {
-                        return Err(self.error(pos, "`mp(x <a r >b r)`: expected `<bound` or `>bound`".into()));
+                        return Err(self.error(
+                            pos,
+                            "`mp(x <a r >b r)`: expected `<bound` or `>bound`".into(),
+                        ));
                     };
                     let bound = self.num_expr(value)?;
                     let Some(Arg::Expr(r)) = it.next() else {
-                        return Err(self.error(pos, "`mp()`: a bound needs the value to give".into()));
+                        return Err(
+                            self.error(pos, "`mp()`: a bound needs the value to give".into())
+                        );
                     };
                     let r = self.num_expr(r)?;
-                    rules.push(format!("{}, {bound}, {r}", if *below { "-1.0" } else { "1.0" }));
+                    rules.push(format!(
+                        "{}, {bound}, {r}",
+                        if *below { "-1.0" } else { "1.0" }
+                    ));
                 }
                 Ok((format!("mp({x}, [{}])", rules.join(", ")), Ty::Num))
             }
@@ -1026,7 +1082,8 @@ impl<'s> Translator<'s> {
             }
             _ => Err(self.error(
                 pos,
-                "`sml(m f ...)`: the function must be 0 (baud), 1 (send), 2 (read) or 3 (queue)".into(),
+                "`sml(m f ...)`: the function must be 0 (baud), 1 (send), 2 (read) or 3 (queue)"
+                    .into(),
             )),
         }
     }
@@ -1048,17 +1105,19 @@ impl<'s> Translator<'s> {
                     };
                     if !known {
                         // Tasmota inserts `???` for an unknown name.
-                        self.warn(value.pos, "this `%name%` is not declared in `>D`: Tasmota inserts `???`".into());
+                        self.warn(
+                            value.pos,
+                            "this `%name%` is not declared in `>D`: Tasmota inserts `???`".into(),
+                        );
                         parts.push(rhai_str("???"));
                         continue;
                     }
                     let (v, ty) = self.expr(value)?;
                     parts.push(match ty {
                         Ty::Str => v,
-                        Ty::Num => format!(
-                            "fmt({v}, {}.0)",
-                            decimals.map(|d| d as i32).unwrap_or(-1)
-                        ),
+                        Ty::Num => {
+                            format!("fmt({v}, {}.0)", decimals.map(|d| d as i32).unwrap_or(-1))
+                        }
                     });
                 }
             }
@@ -1078,19 +1137,31 @@ impl<'s> Translator<'s> {
         let Some(Piece::Text(text)) = t.pieces.first() else {
             return;
         };
-        let word = text.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        let word = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if KNOWN_COMMANDS.contains(&word.as_str()) {
             if word == "sensor53" {
                 let arg = text.split_whitespace().nth(1).unwrap_or("");
                 if !(arg == "r" || arg.starts_with('d') || arg.starts_with('c')) {
-                    self.warn(pos, format!("`sensor53 {arg}` only has an effect on the ESP (LED, pins); ignored"));
+                    self.warn(
+                        pos,
+                        format!(
+                            "`sensor53 {arg}` only has an effect on the ESP (LED, pins); ignored"
+                        ),
+                    );
                 }
             }
             return;
         }
         self.warn(
             pos,
-            format!("`{}`: a Tasmota command with no meaning off the ESP; logged and ignored", text.trim()),
+            format!(
+                "`{}`: a Tasmota command with no meaning off the ESP; logged and ignored",
+                text.trim()
+            ),
         );
     }
 }
@@ -1107,15 +1178,78 @@ pub fn sub_fn(name: &str) -> String {
 /// `this.name`, or `this["name"]` for names Rhai would not read as a property.
 fn var_ref(name: &str) -> String {
     const RESERVED: &[&str] = &[
-        "fn", "let", "const", "if", "else", "while", "loop", "for", "in", "do", "until", "break",
-        "continue", "return", "throw", "try", "catch", "switch", "true", "false", "this", "import",
-        "export", "as", "global", "private", "is", "print", "debug", "type_of", "eval", "Fn",
-        "call", "curry", "is_def_fn", "is_def_var", "is_shared", "var", "static", "new", "use",
-        "with", "module", "package", "super", "thread", "spawn", "go", "sync", "async", "await",
-        "yield", "default", "void", "null", "nil", "public", "protected", "match", "case",
-        "shared", "goto", "exit", "self", "Self", "macro", "include",
+        "fn",
+        "let",
+        "const",
+        "if",
+        "else",
+        "while",
+        "loop",
+        "for",
+        "in",
+        "do",
+        "until",
+        "break",
+        "continue",
+        "return",
+        "throw",
+        "try",
+        "catch",
+        "switch",
+        "true",
+        "false",
+        "this",
+        "import",
+        "export",
+        "as",
+        "global",
+        "private",
+        "is",
+        "print",
+        "debug",
+        "type_of",
+        "eval",
+        "Fn",
+        "call",
+        "curry",
+        "is_def_fn",
+        "is_def_var",
+        "is_shared",
+        "var",
+        "static",
+        "new",
+        "use",
+        "with",
+        "module",
+        "package",
+        "super",
+        "thread",
+        "spawn",
+        "go",
+        "sync",
+        "async",
+        "await",
+        "yield",
+        "default",
+        "void",
+        "null",
+        "nil",
+        "public",
+        "protected",
+        "match",
+        "case",
+        "shared",
+        "goto",
+        "exit",
+        "self",
+        "Self",
+        "macro",
+        "include",
     ];
-    let simple = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let simple = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if simple && !RESERVED.contains(&name) {
         format!("this.{name}")
