@@ -415,3 +415,14 @@ fn permanent_variables_are_saved_and_restored() {
     assert_eq!(fresh.number("total"), Some(12.5));
     assert_eq!(fresh.text("name").as_deref(), Some("meter"));
 }
+
+#[test]
+fn a_subroutine_can_return_a_string_and_the_first_of_two_equal_names_runs() {
+    let text = ">D\ns=\"\"\n>B\ns=#name\n#name\nreturn \"first\"\n#name\nreturn \"second\"\n";
+    let mut h = hooks(text);
+    assert!(boot(&mut h).is_empty());
+    assert_eq!(h.text("s").as_deref(), Some("first"));
+    assert!(check(text)
+        .iter()
+        .any(|d| d.line == 7 && d.message.contains("second subroutine")));
+}

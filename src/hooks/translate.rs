@@ -142,14 +142,13 @@ impl<'s> Translator<'s> {
             };
             vars.insert(d.name.clone(), (ty, d));
         }
-        let subs = script
-            .sections
-            .iter()
-            .filter_map(|s| match &s.kind {
-                SectionKind::Subroutine { name, params } => Some((name.clone(), params.clone())),
-                _ => None,
-            })
-            .collect();
+        let mut subs = BTreeMap::new();
+        for s in &script.sections {
+            if let SectionKind::Subroutine { name, params } = &s.kind {
+                // The first of two equal names is the one Tasmota calls.
+                subs.entry(name.clone()).or_insert_with(|| params.clone());
+            }
+        }
         Translator {
             vars,
             capacity: script.string_capacity as usize,
@@ -229,7 +228,23 @@ impl<'s> Translator<'s> {
                     self.json_section(section);
                     continue;
                 }
-                SectionKind::Subroutine { name, .. } => sub_fn(name),
+                SectionKind::Subroutine { name, .. } => {
+                    let f = sub_fn(name);
+                    if self.functions.contains(&f) {
+                        self.source = format!("#{name}");
+                        self.warn(
+                            Pos {
+                                line: section.line,
+                                col: 1,
+                            },
+                            format!(
+                                "a second subroutine `#{name}`: Tasmota calls the first; ignored"
+                            ),
+                        );
+                        continue;
+                    }
+                    f
+                }
                 SectionKind::Web | SectionKind::WebStatus => {
                     if !section.lines.is_empty() {
                         self.source.clear();
@@ -380,10 +395,11 @@ impl<'s> Translator<'s> {
                 let target = match self.vars.get(var) {
                     Some((VarType::Number, _)) => var_ref(var),
                     _ => {
-                        return Err(self.error(
+                        self.warn(
                             s.pos,
-                            format!("the loop variable `{var}` must be a number declared in `>D`"),
-                        ))
+                            format!("the loop variable `{var}` is not a number declared in `>D`: the loop is skipped"),
+                        );
+                        return Err(Skip);
                     }
                 };
                 let from = self.num_expr(from)?;
@@ -627,12 +643,10 @@ impl<'s> Translator<'s> {
                     let v = self.num_expr(a)?;
                     parts.push(format!("{} = {v};", var_ref(p)));
                 }
-                _ => {
-                    return Err(self.error(
-                        pos,
-                        format!("the parameter `{p}` of `#{name}` must be declared in `>D` (Tasmota passes arguments through global variables)"),
-                    ))
-                }
+                _ => self.warn(
+                    pos,
+                    format!("the parameter `{p}` of `#{name}` is not declared in `>D`: Tasmota passes arguments through global variables, so this one is lost"),
+                ),
             }
         }
         if args.len() != params.len() {
@@ -714,6 +728,10 @@ impl<'s> Translator<'s> {
     }
 
     fn str_expr(&mut self, e: &Expr) -> Result<String, Skip> {
+        // A subroutine may return a string: take its value as it is.
+        if let (Value::SubCall { name, args }, true) = (&e.first.value, e.rest.is_empty()) {
+            return Ok(format!("str_of({})", self.sub_call(e.pos, name, args)?));
+        }
         let (v, ty) = self.expr(e)?;
         Ok(match ty {
             Ty::Str => v,
