@@ -166,9 +166,7 @@ fn community_script_hooks_run_two_minutes_across_midnight_without_errors() {
                 errors.extend(hooks.run_every_second(&c).map(|e| e.render(&name)));
             }
             if tenths % 300 == 0 {
-                if let Err(Some(e)) = hooks.json_append(&c) {
-                    errors.push(e.render(&name));
-                }
+                errors.extend(hooks.json_append(&c).1.map(|e| e.render(&name)));
                 errors.extend(hooks.run_teleperiod(&c, &json).map(|e| e.render(&name)));
             }
             commands += hooks.take_commands().len();

@@ -263,16 +263,16 @@ impl Hooks {
         self.call("on_R", ">R", ctx, None)
     }
 
-    /// `>J`: the text appended to the SENSOR JSON (lines start with `,"key":...`); empty without `>J`
-    /// or when it fails.
-    pub fn json_append(&mut self, ctx: &HookContext<'_>) -> Result<String, Option<HookError>> {
+    /// `>J`: the text appended to the SENSOR JSON (its lines start with `,"key":...`). Empty without
+    /// `>J`, and when it fails (the error comes back the first time, as from the other hooks).
+    pub fn json_append(&mut self, ctx: &HookContext<'_>) -> (String, Option<HookError>) {
         if !self.translation.functions.contains("on_J") {
-            return Ok(String::new());
+            return (String::new(), None);
         }
         self.snapshot(ctx, None);
         match self.invoke("on_J") {
-            Ok(v) => Ok(v.into_string().unwrap_or_default()),
-            Err(e) => Err(self.report(">J", &e)),
+            Ok(v) => (v.into_string().unwrap_or_default(), None),
+            Err(e) => (String::new(), self.report(">J", &e)),
         }
     }
 

@@ -452,10 +452,8 @@ impl Reader {
         let a = p.into_inner().next().unwrap();
         match a.as_rule() {
             Rule::format_arg => {
-                let pos = self.pos(&a);
                 let mut i = a.into_inner();
                 let spec = i.next().unwrap().as_str().to_string();
-                let _ = pos;
                 Arg::Formatted {
                     spec,
                     value: self.expr(i.next().unwrap()),

@@ -480,15 +480,11 @@ impl<'s> Translator<'s> {
                 );
             }
             StmtKind::Ignored { word } => {
+                let line_text = self.source.trim().to_string();
                 self.warn(
                     s.pos,
-                    format!(
-                        "`{}` has no effect in Tasmota (an unknown name); did you mean `->{}`?",
-                        self.source.trim(),
-                        self.source.trim()
-                    ),
+                    format!("`{line_text}` has no effect in Tasmota (`{word}` reads as an unknown variable); did you mean `->{line_text}`?"),
                 );
-                let _ = word;
             }
         }
         Ok(())
