@@ -333,6 +333,23 @@ fn a_100_mb_string_is_refused_by_the_sandbox() {
     let mut h = hooks(">D 254\ns=\"x\"\ni=0\n>B\nfor i 1 40 1\ns+=s\nnext\n");
     assert!(boot(&mut h).is_empty());
     assert_eq!(h.text("s").unwrap().len(), 254);
+    // ...a hook whose string outgrows the sandbox's limit stops with a clear error at its line...
+    let limits = Limits {
+        string_size: 100,
+        ..Limits::default()
+    };
+    let mut h = hooks_with(
+        ">D 254\ns=\"0123456789012345678901234567890123456789\"\n>B\ns+=s\ns+=s\n",
+        limits,
+    );
+    let e = boot(&mut h);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].line, 5);
+    assert!(
+        e[0].message.contains("grew past the limit (100 bytes"),
+        "{}",
+        e[0]
+    );
     // ...and any Rhai that grows a string towards 100 MB stops at the sandbox's limit.
     let engine = sml::hooks::host::sandboxed_engine(Limits::default());
     let err = engine

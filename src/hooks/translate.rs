@@ -570,7 +570,9 @@ impl<'s> Translator<'s> {
                                 ))
                             }
                         };
-                        self.emit(line, &format!("{dest} = cap({v}, {cap}.0);"));
+                        // A string can outgrow the sandbox before `cap()` cuts it; Rhai gives that error no
+                        // position, so `at()` records the line (as for loops and calls).
+                        self.emit(line, &format!("at({line}.0); {dest} = cap({v}, {cap}.0);"));
                     }
                     VarType::Array => {
                         let v = self.num_expr(value)?;
