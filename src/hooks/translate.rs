@@ -267,7 +267,7 @@ impl<'s> Translator<'s> {
                                 line: section.line,
                                 col: 1,
                             },
-                            format!("section `{marker}` is not run off the ESP; ignored"),
+                            format!("`{marker}` is not a section sml runs (an ESP-only or commented-out section); its lines are ignored"),
                         );
                     }
                     continue;
@@ -1144,7 +1144,10 @@ impl<'s> Translator<'s> {
         if parts.len() == 1 && parts[0].starts_with('"') {
             return Ok(parts.remove(0));
         }
-        // `"" + ...` makes the sum a string even when the first piece is a number.
+        if parts[0].starts_with('"') {
+            return Ok(parts.join(" + "));
+        }
+        // `"" + ...` makes the sum a string when the first piece is a value.
         Ok(format!("\"\" + {}", parts.join(" + ")))
     }
 
