@@ -480,3 +480,14 @@ fn innermost(e: &EvalAltResult) -> &EvalAltResult {
         _ => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_can_move_to_the_engine_task() {
+        fn is_send<T: Send>() {}
+        is_send::<Hooks>();
+    }
+}
