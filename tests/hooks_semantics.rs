@@ -443,3 +443,38 @@ fn a_subroutine_can_return_a_string_and_the_first_of_two_equal_names_runs() {
         .iter()
         .any(|d| d.line == 7 && d.message.contains("second subroutine")));
 }
+
+mod left_to_right {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What Tasmota computes: each step in single precision, strictly in source order.
+    fn tasmota(first: f32, rest: &[(char, f32)]) -> f32 {
+        rest.iter().fold(first, |acc, &(op, v)| match op {
+            '+' => acc + v,
+            '-' => acc - v,
+            _ => acc * v,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn any_chain_of_plus_minus_times_matches_a_single_precision_fold(
+            first in 0u32..100_000,
+            rest in proptest::collection::vec((prop_oneof![Just('+'), Just('-'), Just('*')], 0u32..1000, 0u32..100), 1..6),
+        ) {
+            // Operands like `12.34`: decimals are not exact in binary, so rounding shows.
+            let rest: Vec<(char, f32)> = rest
+                .iter()
+                .map(|&(op, int, frac)| (op, format!("{int}.{frac:02}").parse::<f32>().unwrap()))
+                .collect();
+            let expr: String = std::iter::once(format!("{first}"))
+                .chain(rest.iter().map(|(op, v)| format!("{op}{v}")))
+                .collect();
+            let mut h = hooks(&format!(">D\nx=0\n>B\nx={expr}\n"));
+            prop_assert!(boot(&mut h).is_empty());
+            prop_assert_eq!(h.number("x"), Some(tasmota(first as f32, &rest) as f64), "x={}", expr);
+        }
+    }
+}

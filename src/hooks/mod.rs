@@ -28,7 +28,6 @@ pub mod parse;
 pub mod translate;
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,10 +54,11 @@ pub struct HookContext<'a> {
 }
 
 /// A hook stopped with an error, at the script's own line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: error in {section}: {message}")]
 pub struct HookError {
     pub line: LineNo,
-    /// The section or subroutine that was called (`>S`, `#readmeter`).
+    /// The section or subroutine holding the line (`>S`, `#readmeter`).
     pub section: String,
     pub message: String,
 }
@@ -68,16 +68,6 @@ impl HookError {
     pub fn render(&self, path: &str) -> String {
         format!(
             "{path}:{}: error in {}: {}",
-            self.line, self.section, self.message
-        )
-    }
-}
-
-impl fmt::Display for HookError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}: error in {}: {}",
             self.line, self.section, self.message
         )
     }
