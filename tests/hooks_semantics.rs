@@ -478,3 +478,15 @@ mod left_to_right {
         }
     }
 }
+
+#[test]
+fn an_undeclared_name_in_a_condition_reads_zero() {
+    // Trap 6: unknown names read as 0 in a condition (and the check warns).
+    let text = ">D\nx=0\ny=0\n>B\nif nothere==0 {\nx=1\n} else {\ny=1\n}\n";
+    let mut h = hooks(text);
+    assert!(boot(&mut h).is_empty());
+    assert_eq!((h.number("x"), h.number("y")), (Some(1.0), Some(0.0)));
+    assert!(check(text)
+        .iter()
+        .any(|d| d.line == 5 && d.message.contains("reads 0")));
+}

@@ -120,6 +120,8 @@ struct Translator<'s> {
     locals: usize,
     /// The section being translated (JSON paths are only in scope in `>T`/`>E`).
     section: Option<SectionKind>,
+    /// Translating a condition: an unknown name reads 0 there instead of skipping the statement.
+    in_condition: bool,
     /// The source line of the statement being emitted, for diagnostics.
     source: String,
 }
@@ -163,6 +165,7 @@ impl<'s> Translator<'s> {
             loops: 0,
             locals: 0,
             section: None,
+            in_condition: false,
             source: String::new(),
         }
     }
@@ -689,8 +692,10 @@ impl<'s> Translator<'s> {
                 Ok("false".into())
             }
             Cond::Compare { left, op, right } => {
-                let (l, lt) = self.expr(left)?;
-                let (r, rt) = self.expr(right)?;
+                self.in_condition = true;
+                let sides = self.expr(left).and_then(|l| Ok((l, self.expr(right)?)));
+                self.in_condition = false;
+                let ((l, lt), (r, rt)) = sides?;
                 let o = match op {
                     CmpOp::Eq => "==",
                     CmpOp::Ne => "!=",
@@ -841,9 +846,16 @@ impl<'s> Translator<'s> {
             );
             return Ok(("0.0".into(), Ty::Num));
         }
+        if self.in_condition {
+            self.warn(
+                pos,
+                format!("`{n}` is not declared in `>D`: Tasmota reads 0 for it in a condition"),
+            );
+            return Ok(("0.0".into(), Ty::Num));
+        }
         self.warn(
             pos,
-            format!("`{n}` is not declared in `>D`: Tasmota skips an assignment from it (a condition reads 0)"),
+            format!("`{n}` is not declared in `>D`: Tasmota skips a statement that reads it"),
         );
         Err(Skip)
     }
