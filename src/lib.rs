@@ -11,6 +11,7 @@ pub mod cli;
 pub mod decode;
 pub mod engine;
 pub mod hex;
+pub mod http;
 pub mod link;
 pub mod publish;
 pub mod runner;

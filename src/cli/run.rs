@@ -26,10 +26,12 @@ use serde::{Deserialize, Deserializer};
 
 use crate::backoff::Backoff;
 use crate::engine::scheduler::{EngineConfig, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN};
+use crate::http::HttpConfig;
 use crate::link::{Binding, ReplaySpeed, Source};
+use crate::publish::discovery::{DiscoveryConfig, DEFAULT_HA_PREFIX};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
-use crate::runner::{default_decoders, RunConfig, SinkConfig};
+use crate::runner::{default_decoders, Frontends, RunConfig, SinkConfig};
 
 pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
 
@@ -106,6 +108,26 @@ pub struct Args {
     /// Payloads kept while the broker is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
+    /// Announce every value to Home Assistant (MQTT discovery: retained configs under
+    /// --ha-prefix); configs of lines removed from the script are removed. Needs --broker.
+    #[arg(long)]
+    #[serde(default)]
+    pub ha_discovery: bool,
+    /// Home Assistant's discovery prefix (default `homeassistant`).
+    #[arg(long, value_name = "PREFIX")]
+    pub ha_prefix: Option<String>,
+    /// Announce sml as a Tasmota device (`tasmota/discovery/<mac>/...`) for Home Assistant's
+    /// Tasmota integration; the MAC is made up from the topic. Needs --broker.
+    #[arg(long)]
+    #[serde(default)]
+    pub tasmota_discovery: bool,
+    /// Serve Tasmota's `/cm?cmnd=Status 10`, `/metrics` (Prometheus) and a live page on
+    /// ADDR:PORT (a port alone binds 127.0.0.1). Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// File holding the password of the --http pages (basic auth, user `admin`).
+    #[arg(long, value_name = "FILE")]
+    pub http_password_file: Option<PathBuf>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     #[serde(skip)]
@@ -161,6 +183,11 @@ impl Args {
             replay_speed: self.replay_speed.or(file.replay_speed),
             spool: self.spool.or(rel(file.spool)),
             queue_size: self.queue_size.or(file.queue_size),
+            ha_discovery: self.ha_discovery || file.ha_discovery,
+            ha_prefix: self.ha_prefix.or(file.ha_prefix),
+            tasmota_discovery: self.tasmota_discovery || file.tasmota_discovery,
+            http: self.http.or(file.http),
+            http_password_file: self.http_password_file.or(rel(file.http_password_file)),
             verbose: self.verbose,
         }
     }
@@ -232,6 +259,8 @@ pub struct Resolved {
     /// `--stale-after`: `None` = auto, `Some(0)` = never, else seconds.
     // lead: map onto `EngineConfig.stale_after` (StaleAfter::{Auto, Never, After}) in `resolve`.
     pub stale_after: Option<u64>,
+    /// `--http` and discovery.
+    pub frontends: Frontends,
 }
 
 /// Resolve merged options into what the run loop needs; `password_env` is SML_MQTT_PASSWORD.
@@ -274,6 +303,9 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             ("--ca-file", args.ca_file.is_some()),
             ("--cert-file", args.cert_file.is_some()),
             ("--spool", args.spool.is_some()),
+            ("--ha-discovery", args.ha_discovery),
+            ("--ha-prefix", args.ha_prefix.is_some()),
+            ("--tasmota-discovery", args.tasmota_discovery),
         ];
         if let Some((flag, _)) = mqtt_only.iter().find(|(_, given)| *given) {
             bail!("{flag} needs --broker");
@@ -337,6 +369,50 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             }))
         }
     };
+    let discovery = match &sink {
+        SinkConfig::Mqtt(_) if args.ha_discovery || args.tasmota_discovery => {
+            let ha_prefix = match &args.ha_prefix {
+                Some(p) if p.is_empty() || p.contains(['+', '#']) => {
+                    bail!("--ha-prefix '{p}': must be a topic without '+' or '#'")
+                }
+                p => p.clone().unwrap_or_else(|| DEFAULT_HA_PREFIX.to_string()),
+            };
+            Some(DiscoveryConfig {
+                ha_prefix: args.ha_discovery.then_some(ha_prefix),
+                tasmota: args.tasmota_discovery,
+                topic: args
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| default_topic(&script_path)),
+                full_topic: args
+                    .full_topic
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_FULL_TOPIC.to_string()),
+            })
+        }
+        _ => None,
+    };
+    if args.http.is_none() && args.http_password_file.is_some() {
+        bail!("--http-password-file needs --http");
+    }
+    let http = match &args.http {
+        None => None,
+        Some(addr) => {
+            let password = match &args.http_password_file {
+                None => None,
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .with_context(|| format!("reading --http-password-file {}", f.display()))?;
+                    let p = text.trim_end_matches(['\r', '\n']).to_string();
+                    if p.is_empty() {
+                        bail!("--http-password-file {}: the file is empty", f.display());
+                    }
+                    Some(Secret::new(p))
+                }
+            };
+            Some(HttpConfig::bind(addr, password)?)
+        }
+    };
     let config = RunConfig {
         script: crate::script::Script {
             string_capacity: 0,
@@ -358,6 +434,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         script_path,
         run: config,
         stale_after: args.stale_after,
+        frontends: Frontends { http, discovery },
     })
 }
 
@@ -412,6 +489,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         script_path,
         run: mut config,
         stale_after: _,
+        frontends,
     } = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
     let shown = script_path.display().to_string();
     let source = std::fs::read(&script_path).with_context(|| format!("reading {shown}"))?;
@@ -439,7 +517,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let outcome = rt.block_on(crate::runner::run(config, shutdown_signal()));
+    let outcome = rt.block_on(crate::runner::run_with(
+        config,
+        frontends,
+        shutdown_signal(),
+    ));
     // Whatever a task left running stops here, before the verdict is printed.
     drop(rt);
     let failure = match outcome {
