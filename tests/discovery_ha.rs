@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, send_at_9600, subscribe, wait_for, Seen};
+use common::{free_port, subscribe, wait_for, Seen};
 use http_common::*;
 use serde_json::Value as Json;
 use sml::publish::discovery::{pseudo_mac, DiscoveryConfig};
@@ -167,7 +167,7 @@ fn every_value_is_announced_to_home_assistant_and_a_vanished_line_is_removed() {
             .contains_key(&old)),
         "the vanished line's config was not removed"
     );
-    send_at_9600(&mut meter, b"1ESY1160 22803.012 233.9 1500\n");
+    send_telegram(&mut meter, b"1ESY1160 22803.012 233.9 1500\n");
     let sensor = common::next_on(&seen, SENSOR, WAIT).payload;
     assert!(sensor.contains("\"volts_l1\":233.9"), "{sensor}");
 

@@ -6,7 +6,7 @@ mod http_common;
 
 use std::time::Duration;
 
-use common::{send_at_9600, wait_for};
+use common::wait_for;
 use http_common::*;
 use sml::http::HttpConfig;
 use sml::publish::mqtt::Secret;
@@ -65,9 +65,9 @@ fn status_10_answers_the_sensor_object_and_metrics_parse_as_prometheus() {
     );
     assert_eq!(without_time(&body), r#"{"StatusSNS":{"Time":"T"}}"#);
 
-    send_at_9600(&mut meter, b"1ESY1160 22803.012 233.9 1500\n");
-    send_at_9600(&mut meter, b"!\n");
-    send_at_9600(&mut meter, b"1ESY1160 22803.013 234.1 1480\n");
+    send_telegram(&mut meter, b"1ESY1160 22803.012 233.9 1500\n");
+    send_telegram(&mut meter, b"!\n");
+    send_telegram(&mut meter, b"1ESY1160 22803.013 234.1 1480\n");
     assert!(
         wait_for(WAIT, || last_sensor(&sink)
             .is_some_and(|s| s.contains("234.1"))),

@@ -214,3 +214,20 @@ pub fn without_time(payload: &str) -> String {
     let end = start + payload[start..].find('"').unwrap();
     format!("{}T{}", &payload[..start], &payload[end..])
 }
+
+/// Write a telegram to the meter's side of the pty once sml has opened the other side (before
+/// that, the write fails with a broken pipe).
+pub fn send_telegram(master: &mut TTYPort, bytes: &[u8]) {
+    use std::io::Write;
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match master.write_all(bytes).and_then(|_| master.flush()) {
+            Ok(()) => return,
+            Err(e) if std::time::Instant::now() < end => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the meter's pty: {e}"),
+        }
+    }
+}
