@@ -772,6 +772,63 @@ mod tests {
     }
 
     #[test]
+    fn discovery_and_http_are_keys_of_the_config_file_and_flags() {
+        let file: Args = toml::from_str(
+            r#"
+            ha-discovery = true
+            ha-prefix = "ha"
+            tasmota-discovery = true
+            http = "127.0.0.1:0"
+            http-password-file = "web.pw"
+            "#,
+        )
+        .unwrap();
+        let m = Args::default().over(file, Path::new("/b"));
+        assert!(m.ha_discovery && m.tasmota_discovery);
+        assert_eq!(m.ha_prefix.as_deref(), Some("ha"));
+        assert_eq!(m.http.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(m.http_password_file, Some(PathBuf::from("/b/web.pw")));
+        let flags = parse(&["sml", "run", "--ha-discovery", "--http", "8080"]);
+        assert!(flags.ha_discovery);
+        assert_eq!(flags.http.as_deref(), Some("8080"));
+    }
+
+    #[test]
+    fn discovery_resolves_with_a_broker_and_is_refused_without_one() {
+        let mut a = args("meters/sx631.sml");
+        a.ha_discovery = true;
+        let e = resolve(a, None).err().unwrap().to_string();
+        assert!(e.contains("--ha-discovery needs --broker"), "{e}");
+        let mut a = args("meters/sx631.sml");
+        a.broker = Some("mqtt://localhost".into());
+        a.ha_discovery = true;
+        a.ha_prefix = Some("home/+".into());
+        let e = resolve(a, None).err().unwrap().to_string();
+        assert!(e.contains("--ha-prefix 'home/+'"), "{e}");
+        let mut a = args("meters/sx631.sml");
+        a.broker = Some("mqtt://localhost".into());
+        a.ha_discovery = true;
+        let d = resolve(a, None).unwrap().frontends.discovery.unwrap();
+        assert_eq!(d.ha_prefix.as_deref(), Some("homeassistant"));
+        assert_eq!(d.topic, "sx631");
+        assert!(!d.tasmota);
+    }
+
+    #[test]
+    fn an_http_password_file_needs_http_and_a_port_in_use_is_quoted() {
+        let mut a = args("x.sml");
+        a.http_password_file = Some("pw".into());
+        let e = resolve(a, None).err().unwrap().to_string();
+        assert!(e.contains("--http-password-file needs --http"), "{e}");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let mut a = args("x.sml");
+        a.http = Some(addr.clone());
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(e.contains(&format!("--http {addr}")), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_in_the_config_file_are_errors() {
         assert!(toml::from_str::<Args>("brokr = \"x\"").is_err());
         assert!(toml::from_str::<Args>("password = \"x\"").is_err());
