@@ -5,6 +5,8 @@
 //!     cargo run --release --example run_latency -- 18830
 //!
 //! sml runs in this process on its own single-threaded runtime, as `sml run` does.
+//! `SML_HTTP=1` turns `--http` on (loopback, a free port) with the live page open: `/api/live`
+//! fetched every 2 s, as the page does, and `/metrics` every 15 s, as Prometheus does.
 
 mod common;
 
@@ -69,13 +71,33 @@ fn main() {
         sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "latency"))),
         decoders: sml::runner::default_decoders(),
     };
+    let mut frontends = sml::runner::Frontends::default();
+    if std::env::var_os("SML_HTTP").is_some() {
+        let http = sml::http::HttpConfig::bind("127.0.0.1:0", None).unwrap();
+        let addr = http.listener.local_addr().unwrap();
+        frontends.http = Some(http);
+        std::thread::spawn(move || {
+            for i in 0u64.. {
+                get(addr, "/api/live?since=0");
+                if i % 8 == 0 {
+                    get(addr, "/metrics");
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+        println!("--http on {addr}, polled");
+    }
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(sml::runner::run(config, std::future::pending()))
-            .unwrap();
+        rt.block_on(sml::runner::run_with(
+            config,
+            frontends,
+            std::future::pending(),
+        ))
+        .unwrap();
     });
     // Past the first teleperiod (5 s after connecting), whose payload is not a telegram's.
     std::thread::sleep(Duration::from_secs(7));
@@ -105,4 +127,24 @@ fn main() {
         lat[lat.len() - 1],
         lat[0]
     );
+    // Peak RSS of the whole process (sml, the subscriber and this driver).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ?");
+    println!("peak RSS {}", hwm.trim_start_matches("VmHWM:").trim());
+}
+
+/// One GET, the whole answer read and dropped.
+fn get(addr: std::net::SocketAddr, path: &str) {
+    use std::io::Read;
+    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
 }

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod engine;
 pub mod hex;
 pub mod hooks;
+pub mod http;
 pub mod link;
 pub mod publish;
 pub mod runner;

@@ -28,10 +28,12 @@ use crate::backoff::Backoff;
 use crate::engine::scheduler::{
     EngineConfig, StaleAfter, TELEPERIOD_DEFAULT, TELEPERIOD_MAX, TELEPERIOD_MIN,
 };
+use crate::http::HttpConfig;
 use crate::link::{Binding, ReplaySpeed, Source};
+use crate::publish::discovery::{DiscoveryConfig, DEFAULT_HA_PREFIX};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
-use crate::runner::{default_decoders, RunConfig, SinkConfig};
+use crate::runner::{default_decoders, Frontends, RunConfig, SinkConfig};
 
 pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
 
@@ -114,6 +116,26 @@ pub struct Args {
     #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
     #[serde(rename = "define", default)]
     pub defines: Vec<String>,
+    /// Announce every value to Home Assistant (MQTT discovery: retained configs under
+    /// --ha-prefix); configs of lines removed from the script are removed. Needs --broker.
+    #[arg(long)]
+    #[serde(default)]
+    pub ha_discovery: bool,
+    /// Home Assistant's discovery prefix (default `homeassistant`).
+    #[arg(long, value_name = "PREFIX")]
+    pub ha_prefix: Option<String>,
+    /// Announce sml as a Tasmota device (`tasmota/discovery/<mac>/...`) for Home Assistant's
+    /// Tasmota integration; the MAC is made up from the topic. Needs --broker.
+    #[arg(long)]
+    #[serde(default)]
+    pub tasmota_discovery: bool,
+    /// Serve Tasmota's `/cm?cmnd=Status 10`, `/metrics` (Prometheus) and a live page on
+    /// ADDR:PORT (a port alone binds 127.0.0.1). Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub http: Option<String>,
+    /// File holding the password of the --http pages (basic auth, user `admin`).
+    #[arg(long, value_name = "FILE")]
+    pub http_password_file: Option<PathBuf>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     #[serde(skip)]
@@ -171,6 +193,11 @@ impl Args {
             queue_size: self.queue_size.or(file.queue_size),
             // The file's first, so a flag given for the same name wins.
             defines: file.defines.into_iter().chain(self.defines).collect(),
+            ha_discovery: self.ha_discovery || file.ha_discovery,
+            ha_prefix: self.ha_prefix.or(file.ha_prefix),
+            tasmota_discovery: self.tasmota_discovery || file.tasmota_discovery,
+            http: self.http.or(file.http),
+            http_password_file: self.http_password_file.or(rel(file.http_password_file)),
             verbose: self.verbose,
         }
     }
@@ -241,6 +268,8 @@ pub struct Resolved {
     /// `--define NAME=VALUE`, checked.
     pub defines: Vec<crate::script::Define>,
     pub run: RunConfig,
+    /// `--http` and discovery.
+    pub frontends: Frontends,
 }
 
 /// Resolve merged options into what the run loop needs; `password_env` is SML_MQTT_PASSWORD.
@@ -283,6 +312,9 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             ("--ca-file", args.ca_file.is_some()),
             ("--cert-file", args.cert_file.is_some()),
             ("--spool", args.spool.is_some()),
+            ("--ha-discovery", args.ha_discovery),
+            ("--ha-prefix", args.ha_prefix.is_some()),
+            ("--tasmota-discovery", args.tasmota_discovery),
         ];
         if let Some((flag, _)) = mqtt_only.iter().find(|(_, given)| *given) {
             bail!("{flag} needs --broker");
@@ -346,6 +378,50 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             }))
         }
     };
+    let discovery = match &sink {
+        SinkConfig::Mqtt(_) if args.ha_discovery || args.tasmota_discovery => {
+            let ha_prefix = match &args.ha_prefix {
+                Some(p) if p.is_empty() || p.contains(['+', '#']) => {
+                    bail!("--ha-prefix '{p}': must be a topic without '+' or '#'")
+                }
+                p => p.clone().unwrap_or_else(|| DEFAULT_HA_PREFIX.to_string()),
+            };
+            Some(DiscoveryConfig {
+                ha_prefix: args.ha_discovery.then_some(ha_prefix),
+                tasmota: args.tasmota_discovery,
+                topic: args
+                    .topic
+                    .clone()
+                    .unwrap_or_else(|| default_topic(&script_path)),
+                full_topic: args
+                    .full_topic
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_FULL_TOPIC.to_string()),
+            })
+        }
+        _ => None,
+    };
+    if args.http.is_none() && args.http_password_file.is_some() {
+        bail!("--http-password-file needs --http");
+    }
+    let http = match &args.http {
+        None => None,
+        Some(addr) => {
+            let password = match &args.http_password_file {
+                None => None,
+                Some(f) => {
+                    let text = std::fs::read_to_string(f)
+                        .with_context(|| format!("reading --http-password-file {}", f.display()))?;
+                    let p = text.trim_end_matches(['\r', '\n']).to_string();
+                    if p.is_empty() {
+                        bail!("--http-password-file {}: the file is empty", f.display());
+                    }
+                    Some(Secret::new(p))
+                }
+            };
+            Some(HttpConfig::bind(addr, password)?)
+        }
+    };
     let config = RunConfig {
         script: crate::script::Script {
             string_capacity: 0,
@@ -376,6 +452,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         script_path,
         defines,
         run: config,
+        frontends: Frontends { http, discovery },
     })
 }
 
@@ -430,6 +507,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         script_path,
         defines,
         run: mut config,
+        frontends,
     } = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
     let shown = script_path.display().to_string();
     let source = crate::script::read_script(&script_path)?;
@@ -457,7 +535,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let outcome = rt.block_on(crate::runner::run(config, shutdown_signal()));
+    let outcome = rt.block_on(crate::runner::run_with(
+        config,
+        frontends,
+        shutdown_signal(),
+    ));
     // Whatever a task left running stops here, before the verdict is printed.
     drop(rt);
     let failure = match outcome {
@@ -717,6 +799,63 @@ mod tests {
         );
         assert_eq!(m.replay_speed.as_deref(), Some("max"));
         assert_eq!(m.stale_after, Some(30));
+    }
+
+    #[test]
+    fn discovery_and_http_are_keys_of_the_config_file_and_flags() {
+        let file: Args = toml::from_str(
+            r#"
+            ha-discovery = true
+            ha-prefix = "ha"
+            tasmota-discovery = true
+            http = "127.0.0.1:0"
+            http-password-file = "web.pw"
+            "#,
+        )
+        .unwrap();
+        let m = Args::default().over(file, Path::new("/b"));
+        assert!(m.ha_discovery && m.tasmota_discovery);
+        assert_eq!(m.ha_prefix.as_deref(), Some("ha"));
+        assert_eq!(m.http.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(m.http_password_file, Some(PathBuf::from("/b/web.pw")));
+        let flags = parse(&["sml", "run", "--ha-discovery", "--http", "8080"]);
+        assert!(flags.ha_discovery);
+        assert_eq!(flags.http.as_deref(), Some("8080"));
+    }
+
+    #[test]
+    fn discovery_resolves_with_a_broker_and_is_refused_without_one() {
+        let mut a = args("meters/sx631.sml");
+        a.ha_discovery = true;
+        let e = resolve(a, None).err().unwrap().to_string();
+        assert!(e.contains("--ha-discovery needs --broker"), "{e}");
+        let mut a = args("meters/sx631.sml");
+        a.broker = Some("mqtt://localhost".into());
+        a.ha_discovery = true;
+        a.ha_prefix = Some("home/+".into());
+        let e = resolve(a, None).err().unwrap().to_string();
+        assert!(e.contains("--ha-prefix 'home/+'"), "{e}");
+        let mut a = args("meters/sx631.sml");
+        a.broker = Some("mqtt://localhost".into());
+        a.ha_discovery = true;
+        let d = resolve(a, None).unwrap().frontends.discovery.unwrap();
+        assert_eq!(d.ha_prefix.as_deref(), Some("homeassistant"));
+        assert_eq!(d.topic, "sx631");
+        assert!(!d.tasmota);
+    }
+
+    #[test]
+    fn an_http_password_file_needs_http_and_a_port_in_use_is_quoted() {
+        let mut a = args("x.sml");
+        a.http_password_file = Some("pw".into());
+        let e = resolve(a, None).err().unwrap().to_string();
+        assert!(e.contains("--http-password-file needs --http"), "{e}");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let mut a = args("x.sml");
+        a.http = Some(addr.clone());
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(e.contains(&format!("--http {addr}")), "{e}");
     }
 
     #[test]

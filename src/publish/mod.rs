@@ -5,6 +5,7 @@ publication and never waits for a network.
 */
 
 pub mod delivery;
+pub mod discovery;
 pub mod mqtt;
 pub mod outbox;
 pub mod spool;

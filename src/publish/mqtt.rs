@@ -13,6 +13,7 @@ payloads.
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -150,6 +151,15 @@ pub struct MqttSink {
     tx: mpsc::UnboundedSender<Publication>,
     /// Why the task stopped, when the broker refused sml for good.
     refused: Arc<OnceLock<String>>,
+    /// Payloads in the outbox, waiting for the broker (for `/metrics`).
+    queued: Arc<AtomicUsize>,
+}
+
+impl MqttSink {
+    /// The number of payloads waiting for the broker, kept up to date by the MQTT task.
+    pub fn queue_gauge(&self) -> Arc<AtomicUsize> {
+        self.queued.clone()
+    }
 }
 
 impl Sink for MqttSink {
@@ -202,6 +212,7 @@ fn start_with_outbox(
     let (connected_tx, connected_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::unbounded_channel();
     let refused = Arc::new(OnceLock::new());
+    let queued = Arc::new(AtomicUsize::new(0));
     let delivery = Delivery::new(
         DeliveryConfig {
             qos: config.qos,
@@ -225,9 +236,14 @@ fn start_with_outbox(
         conn_rx,
         connected_tx,
         refused: refused.clone(),
+        queued: queued.clone(),
     };
     Ok((
-        MqttSink { tx, refused },
+        MqttSink {
+            tx,
+            refused,
+            queued,
+        },
         connected_rx,
         tokio::spawn(task.run()),
     ))
@@ -372,12 +388,15 @@ struct MqttTask {
     conn_rx: mpsc::UnboundedReceiver<(u64, ConnEvent)>,
     connected_tx: watch::Sender<bool>,
     refused: Arc<OnceLock<String>>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl MqttTask {
     async fn run(mut self) -> MqttReport {
         loop {
             self.carry_out();
+            self.queued
+                .store(self.delivery.outbox().len(), Ordering::Relaxed);
             let up = self.delivery.is_connected();
             self.connected_tx.send_if_modified(|was| {
                 let changed = *was != up;

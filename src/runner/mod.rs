@@ -17,7 +17,7 @@ pub mod warn_limit;
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
@@ -29,7 +29,10 @@ use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind};
 use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
 use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
+use crate::http::live::{lock, Live};
+use crate::http::HttpConfig;
 use crate::link::{Binding, ReplaySpeed};
+use crate::publish::discovery::{Discovery, DiscoveryConfig, SerialWatch};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;
 use crate::publish::{PublishError, RecordingSink, Sink};
@@ -54,6 +57,14 @@ pub struct RunConfig {
     pub sink: SinkConfig,
     /// How each meter's decoder is made; [`default_decoders`] outside tests.
     pub decoders: DecoderFactory,
+}
+
+/// What sml offers besides publishing (issue 10), each off unless asked for: `--http` and the
+/// discovery configs (`--ha-discovery`, `--tasmota-discovery`, which need an MQTT sink).
+#[derive(Debug, Default)]
+pub struct Frontends {
+    pub http: Option<HttpConfig>,
+    pub discovery: Option<DiscoveryConfig>,
 }
 
 pub fn default_decoders() -> DecoderFactory {
@@ -144,7 +155,29 @@ pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
+    run_with(config, Frontends::default(), shutdown).await
+}
+
+/// [`run`] with the HTTP server and discovery. The run loop keeps the HTTP side's view
+/// ([`Live`]) beside the engine and hands each meter's serial to the discovery task.
+pub async fn run_with(
+    config: RunConfig,
+    frontends: Frontends,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
     check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    let live = frontends.http.as_ref().map(|_| {
+        Arc::new(Mutex::new(Live::new(
+            &config.script,
+            config.engine.stale_after,
+            Instant::now(),
+        )))
+    });
+    // With /metrics, each decoder counts its rejected telegrams where they happen.
+    let decoders = match &live {
+        Some(l) => crate::http::metrics::counting(config.decoders.clone(), lock(l).decode.clone()),
+        None => config.decoders.clone(),
+    };
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let mut drivers = JoinSet::new();
     // Which meter each task serves, to name it when it panics.
@@ -162,7 +195,7 @@ pub async fn run(
             source: b.source.clone(),
             speed: config.replay_speed,
             backoff: config.link_backoff,
-            decoders: config.decoders.clone(),
+            decoders: decoders.clone(),
             events: events_tx.clone(),
         };
         let handle = drivers.spawn(driver.run());
@@ -171,6 +204,7 @@ pub async fn run(
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    let mut discovery_broker = None;
     let (mut sink, mut connected, mut mqtt_task): (
         Box<dyn Sink + Send>,
         watch::Receiver<bool>,
@@ -179,10 +213,39 @@ pub async fn run(
         SinkConfig::Stdout => (Box::new(StdoutSink::new()), watch::channel(true).1, None),
         SinkConfig::Recording(r) => (Box::new(r), watch::channel(true).1, None),
         SinkConfig::Mqtt(m) => {
+            discovery_broker = Some((*m).clone());
             let (sink, connected, task) = crate::publish::mqtt::start(*m)?;
+            if let Some(l) = &live {
+                lock(l).mqtt_queue = Some(sink.queue_gauge());
+            }
             (Box::new(sink), connected, Some(task))
         }
     };
+    let mut side_tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut serials = None;
+    if let (Some(d), Some(mqtt)) = (frontends.discovery, discovery_broker) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        serials = Some((SerialWatch::new(&config.script), tx));
+        let backoff = Backoff {
+            first: std::time::Duration::from_secs(1),
+            cap: mqtt.retry_cap.max(std::time::Duration::from_secs(1)),
+        };
+        let task = Discovery {
+            script: Arc::new(config.script.clone()),
+            config: d,
+            mqtt,
+            backoff,
+        };
+        side_tasks.push(tokio::spawn(task.run(rx)));
+    }
+    if let (Some(h), Some(l)) = (frontends.http, &live) {
+        let l = l.clone();
+        side_tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(h, l).await {
+                tracing::error!("{e}");
+            }
+        }));
+    }
     if *connected.borrow_and_update() {
         engine.handle_connected(Instant::now());
     }
@@ -222,8 +285,22 @@ pub async fn run(
                             for p in engine.handle_telegram(ev.at, &wall, ev.meter, &t) {
                                 sink.publish(p)?;
                             }
+                            if let Some(l) = &live {
+                                let unix = chrono::Utc::now().timestamp();
+                                lock(l).handle_telegram(ev.at, &wall, unix, ev.meter, &t);
+                            }
+                            if let Some((watch, tx)) = &mut serials {
+                                if let Some(serial) = watch.handle_telegram(ev.meter, &t) {
+                                    let _ = tx.send((ev.meter, serial));
+                                }
+                            }
                         }
-                        LinkEventKind::Down => engine.handle_link_down(ev.meter),
+                        LinkEventKind::Down => {
+                            engine.handle_link_down(ev.meter);
+                            if let Some(l) = &live {
+                                lock(l).handle_link_down(ev.meter);
+                            }
+                        }
                         LinkEventKind::Up => {}
                         LinkEventKind::Failed(why) => return Err(RunError::LinkFailed(why)),
                         LinkEventKind::Ended => {
@@ -259,6 +336,9 @@ pub async fn run(
     .await;
 
     drivers.abort_all();
+    for t in &side_tasks {
+        t.abort();
+    }
     // Dropping the sink lets the MQTT task drain its outbox and say Offline.
     drop(sink);
     let mqtt_ended = match (mqtt_ended, mqtt_task) {
