@@ -11,6 +11,8 @@ Framing (finding a telegram, checking its CRC) is kept apart from matching metri
 protocol module, so each half is tested alone.
 */
 
+pub mod bytes;
+pub mod modbus;
 pub mod obis;
 pub mod request;
 pub mod sml;
@@ -109,6 +111,7 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
     match &meter.decoding {
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
+        Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
