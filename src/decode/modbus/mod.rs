@@ -10,7 +10,8 @@ number of bytes asked for; over TCP, that its transaction id is the request's. A
 a reply from another slave or to another request, a reply with nobody asking and a request left
 unanswered until the next one goes out are each counted ([`ModbusStats`]) and logged, and publish
 nothing. Without requests (a bus only listened to) every reply with a good CRC is read by the lines
-without `iN:`.
+without `iN:`. A decoder that has sent nothing reads a capture (`sml decode`): each reply answers
+the next block in turn that it fits, blocks passed over counting as unanswered.
 
 Two halves, each tested alone: [`frame`] finds and checks frames, [`crate::decode::bytes`] reads
 the metric lines' masks; this module matches replies to requests between them.
@@ -78,6 +79,13 @@ pub struct ModbusDecoder {
     metrics: Vec<Metric<BytePattern>>,
     requests: RequestSchedule,
     outstanding: Option<Outstanding>,
+    /// The request blocks (unit id + PDU first), to know what a reply in a capture answers.
+    blocks: Vec<Vec<u8>>,
+    /// False while the decoder has sent nothing: it reads a capture (`sml decode`), whose replies
+    /// answer the blocks in turn.
+    transmitted: bool,
+    /// In a capture, the block the next reply is expected to answer.
+    replay_next: usize,
     events: VecDeque<DecodeEvent>,
     stats: DecodeStats,
     modbus: ModbusStats,
@@ -103,6 +111,9 @@ impl ModbusDecoder {
             metrics,
             requests: RequestSchedule::new(&meter.requests),
             outstanding: None,
+            blocks: meter.requests.telegrams.clone(),
+            transmitted: false,
+            replay_next: 0,
             events: VecDeque::new(),
             stats: DecodeStats::default(),
             modbus: ModbusStats::default(),
@@ -125,10 +136,28 @@ impl ModbusDecoder {
             stats,
             modbus,
             requests,
+            blocks,
+            transmitted,
+            replay_next,
             ..
         } = self;
         let listen_only = requests.is_empty();
         let mut sink = |frame: Frame<'_>| {
+            if !listen_only && !*transmitted {
+                let adu = match &frame {
+                    Frame::Reply(bytes) => Some(&bytes[..bytes.len() - 2]),
+                    Frame::TcpReply { adu, .. } => Some(*adu),
+                    Frame::Rejected(_) => None,
+                };
+                if let Some(adu) = adu {
+                    *outstanding = replayed_request(blocks, replay_next, adu, modbus);
+                    if let (Some(o), Frame::TcpReply { transaction, .. }) =
+                        (outstanding.as_mut(), &frame)
+                    {
+                        o.transaction = Some(*transaction);
+                    }
+                }
+            }
             let event = match frame {
                 Frame::Reply(bytes) => {
                     let adu = &bytes[..bytes.len() - 2];
@@ -337,6 +366,41 @@ fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
     events.push_back(event);
 }
 
+/// In a capture (nothing was sent), the request a reply answers: the next block in turn it fits,
+/// blocks passed over counting as unanswered; if none fits, the next block, so the reply is
+/// refused saying what was expected.
+fn replayed_request(
+    blocks: &[Vec<u8>],
+    next: &mut usize,
+    adu: &[u8],
+    modbus: &mut ModbusStats,
+) -> Option<Outstanding> {
+    let n = blocks.len();
+    for k in 0..n {
+        let i = (*next + k) % n;
+        if let Some(o) = expect(i, &blocks[i], None).filter(|o| o.fits(adu)) {
+            modbus.no_reply += k as u64;
+            *next = (i + 1) % n;
+            return Some(o);
+        }
+    }
+    expect(*next, blocks.get(*next)?, None)
+}
+
+impl Outstanding {
+    /// Whether `adu` (unit id, function, data) can be the reply to this request.
+    fn fits(&self, adu: &[u8]) -> bool {
+        let (Some(&slave), Some(&function)) = (adu.first(), adu.get(1)) else {
+            return false;
+        };
+        slave == self.slave
+            && function & 0x7f == self.function
+            && (function & 0x80 != 0
+                || self.byte_count.is_none()
+                || adu.get(2).copied() == self.byte_count)
+    }
+}
+
 /// What the reply to a request must carry, from the request's own bytes (unit id + PDU).
 fn expect(block: usize, request: &[u8], transaction: Option<u16>) -> Option<Outstanding> {
     let (&slave, &function) = (request.first()?, request.get(1)?);
@@ -383,6 +447,7 @@ impl Decoder for ModbusDecoder {
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         let (block, bytes) = self.requests.poll_transmit(now)?;
+        self.transmitted = true;
         // A new request ends the wait for the last one's reply.
         self.flush("the next request went out before the reply was complete");
         if let Some(missed) = self.outstanding.take() {

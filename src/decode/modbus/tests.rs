@@ -170,12 +170,36 @@ fn a_silent_slave_is_counted_and_the_next_block_goes_out() {
     let next = d.poll_transmit(t0 + Duration::from_secs(1)).unwrap();
     assert_eq!(&next[..4], &[0x01, 0x04, 0x00, 0x06]);
     assert_eq!(d.modbus_stats().no_reply, 1);
-    // A late reply to block 0 of the same shape reads as block 1's: the RTU limit the docs name.
-    // One from nobody asked is refused:
-    let mut fresh = decoder(SDM);
-    fresh.handle_bytes(t0, &rtu(1, 4, &float(1.0)));
-    assert_eq!(fresh.modbus_stats().unsolicited, 1);
-    assert!(readings(&drain(&mut fresh)).is_empty());
+    // A second reply with nobody asking is refused.
+    d.handle_bytes(t0, &rtu(1, 4, &float(1.0)));
+    d.handle_bytes(t0, &rtu(1, 4, &float(2.0)));
+    let ev = drain(&mut d);
+    assert_eq!(readings(&ev), vec![(2, 1.0), (3, 16256.0)]);
+    assert_eq!(d.modbus_stats().unsolicited, 1);
+    assert_eq!(errors(&ev), 1);
+}
+
+#[test]
+fn a_capture_of_replies_answers_the_blocks_in_turn_skipping_missing_ones() {
+    let script = ">D\n>M 1\n+1,3,m,0,9600,BUS,1,1,01040000,02040000,03040000\n\
+1,010404UUuuUUuu@i0:1,A,x,a,0\n\
+1,020404UUuuUUuu@i1:1,B,x,b,0\n\
+1,030404UUuuUUuu@i2:1,C,x,c,0\n#\n";
+    let mut d = decoder(script);
+    let t0 = Instant::now();
+    // Slave 2 did not answer in the first round.
+    for (slave, v) in [(1, 1u32), (3, 3), (1, 4), (2, 5), (3, 6)] {
+        d.handle_bytes(t0, &rtu(slave, 4, &v.to_be_bytes()));
+    }
+    assert_eq!(
+        readings(&drain(&mut d)),
+        vec![(1, 1.0), (3, 3.0), (1, 4.0), (2, 5.0), (3, 6.0)]
+    );
+    assert_eq!(d.modbus_stats().no_reply, 1);
+    // A reply no block asks for is refused.
+    d.handle_bytes(t0, &rtu(9, 4, &[0; 4]));
+    assert_eq!(errors(&drain(&mut d)), 1);
+    assert_eq!(d.modbus_stats().wrong_slave, 1);
 }
 
 #[test]
