@@ -179,3 +179,66 @@ fn wrong_replies_on_the_wire_publish_nothing_wrong() {
         got.len()
     );
 }
+
+fn tcp_meter(values: f32) -> (u16, Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut sim = Simulator::default();
+    sim.set_f32(1, 0, values);
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = serve_tcp(listener, sim, stop.clone());
+    (port, stop, handle)
+}
+
+fn tcp_script(port: u16) -> sml::script::Script {
+    compile(&format!(
+        ">D\n>M 1\n+1,[127.0.0.1],m,0,{port},TCP,1,1,01040000\n\
+         1,010404ffffffff@i0:1,Voltage,V,volt,1\n#\n"
+    ))
+}
+
+#[test]
+fn a_modbus_tcp_meter_is_polled_at_the_scripts_own_address_without_a_port() {
+    let (port, stop, meter) = tcp_meter(229.5);
+    let (cfg, published) = config(tcp_script(port), vec![]);
+    let run = start_sml(cfg);
+    assert!(
+        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
+        "no SENSOR payload"
+    );
+    run.stop();
+    stop.store(true, Ordering::Relaxed);
+    assert!(meter.join().unwrap() >= 1);
+    assert_eq!(
+        sensors(&published)[0],
+        r#"{"Time":"T","TCP":{"volt":229.5}}"#
+    );
+}
+
+#[test]
+fn a_port_option_overrides_the_scripts_modbus_tcp_address() {
+    let (port, stop, meter) = tcp_meter(231.5);
+    // The script names a port nobody listens on; --port 1=tcp://127.0.0.1:<port> wins.
+    let (cfg, published) = config(
+        tcp_script(free_port()),
+        vec![Binding {
+            meter: 1,
+            source: Source::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+        }],
+    );
+    let run = start_sml(cfg);
+    assert!(
+        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
+        "no SENSOR payload"
+    );
+    run.stop();
+    stop.store(true, Ordering::Relaxed);
+    assert!(meter.join().unwrap() >= 1);
+    assert_eq!(
+        sensors(&published)[0],
+        r#"{"Time":"T","TCP":{"volt":231.5}}"#
+    );
+}

@@ -79,6 +79,26 @@ pub struct RunReport {
     pub mqtt: Option<MqttReport>,
 }
 
+/// The `--port` bindings, plus the script's own address for each Modbus TCP meter not bound there
+/// (`+1,[192.168.1.10],m,0,502,...` polls 192.168.1.10:502 unless `--port 1=...` says otherwise).
+pub fn with_script_addresses(script: &Script, bindings: &[Binding]) -> Vec<Binding> {
+    let mut all = bindings.to_vec();
+    for m in &script.meters {
+        if let crate::script::model::MeterSource::ModbusTcp { host, port } = &m.source {
+            if !bindings.iter().any(|b| b.meter == m.index) {
+                all.push(Binding {
+                    meter: m.index,
+                    source: crate::link::Source::Tcp {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                });
+            }
+        }
+    }
+    all
+}
+
 /// Check that every meter has exactly one source and a decoder.
 pub fn check_bindings(
     script: &Script,
@@ -89,7 +109,8 @@ pub fn check_bindings(
         return Err(RunError::NoMeters);
     }
     let mut seen = BTreeSet::new();
-    for b in bindings {
+    let bindings = with_script_addresses(script, bindings);
+    for b in &bindings {
         if script.meter(b.meter).is_none() {
             let have: Vec<String> = script.meters.iter().map(|m| m.index.to_string()).collect();
             return Err(RunError::NoSuchMeter(b.meter, have.join(", ")));
@@ -113,9 +134,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    let bindings = with_script_addresses(&config.script, &config.bindings);
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let mut drivers = Vec::new();
-    for b in &config.bindings {
+    for b in &bindings {
         let meter = Arc::new(
             config
                 .script
@@ -149,7 +171,7 @@ pub async fn run(
         engine.handle_connected(Instant::now());
     }
     let mut watching_connect = true;
-    let mut links_left = config.bindings.len();
+    let mut links_left = bindings.len();
     tokio::pin!(shutdown);
 
     let result: Result<(), RunError> = async {
