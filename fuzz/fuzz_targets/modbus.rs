@@ -37,13 +37,27 @@ fn run(data: &[u8], chunk: usize, tcp: bool, ask: bool) -> (Vec<DecodeEvent>, De
     if ask {
         d.poll_transmit(now);
     }
-    let mut events = Vec::new();
+    let mut events: Vec<DecodeEvent> = Vec::new();
+    // Discards split by a poll are one run of skipped bytes.
+    let mut push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
+        if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
+            (&e, events.last_mut())
+        {
+            *last += bytes;
+        } else {
+            events.push(e);
+        }
+    };
     for piece in data.chunks(chunk.max(1)) {
         d.handle_bytes(now, piece);
-        events.extend(std::iter::from_fn(|| d.poll_event()));
+        while let Some(e) = d.poll_event() {
+            push(&mut events, e);
+        }
     }
     d.handle_end();
-    events.extend(std::iter::from_fn(|| d.poll_event()));
+    while let Some(e) = d.poll_event() {
+        push(&mut events, e);
+    }
     (events, d.stats())
 }
 

@@ -24,6 +24,8 @@ pub enum Frame<'a> {
     TcpReply { transaction: u16, adu: &'a [u8] },
     /// A frame found and rejected (bad CRC, impossible header, cut short).
     Rejected(DecodeError),
+    /// Bytes dropped while looking for the next plausible MBAP header.
+    Discarded(usize),
 }
 
 /// CRC-16/MODBUS: reflected polynomial 0xA001, initial 0xFFFF; sent low byte first.
@@ -117,10 +119,14 @@ pub fn mbap(transaction: u16, adu: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Finds Modbus TCP replies in a stream.
+/// Finds Modbus TCP replies in a stream. After an impossible header (protocol id not 0, a length
+/// no reply has) it moves on a byte at a time to the next plausible header, reporting the header
+/// once and the bytes passed over as discarded, so the same stream gives the same events however it
+/// is chunked.
 #[derive(Debug, Default)]
 pub struct TcpFramer {
     buf: Vec<u8>,
+    resyncing: bool,
 }
 
 impl TcpFramer {
@@ -131,23 +137,31 @@ impl TcpFramer {
     pub fn push(&mut self, bytes: &[u8], sink: &mut dyn FnMut(Frame<'_>)) {
         self.buf.extend_from_slice(bytes);
         let mut start = 0;
+        let mut skipped = 0;
         while self.buf.len() - start >= MBAP_LEN {
             let h = &self.buf[start..];
             let transaction = u16::from_be_bytes([h[0], h[1]]);
             let protocol = u16::from_be_bytes([h[2], h[3]]);
             let len = usize::from(u16::from_be_bytes([h[4], h[5]]));
             if protocol != 0 || !(2..=254).contains(&len) {
-                // A stream out of step has no marker to find again: drop what is buffered.
-                sink(Frame::Rejected(DecodeError::Malformed {
-                    offset: 0,
-                    why: format!(
-                        "MBAP header with protocol {protocol} and length {len} is not Modbus TCP; \
-                         {} buffered bytes dropped",
-                        self.buf.len() - start
-                    ),
-                }));
-                start = self.buf.len();
-                break;
+                if !self.resyncing {
+                    self.resyncing = true;
+                    sink(Frame::Rejected(DecodeError::Malformed {
+                        offset: 0,
+                        why: format!(
+                            "MBAP header with protocol {protocol} and length {len} is not Modbus \
+                             TCP; looking for the next header"
+                        ),
+                    }));
+                }
+                start += 1;
+                skipped += 1;
+                continue;
+            }
+            self.resyncing = false;
+            if skipped > 0 {
+                sink(Frame::Discarded(skipped));
+                skipped = 0;
             }
             if h.len() < MBAP_LEN + len {
                 break;
@@ -157,6 +171,9 @@ impl TcpFramer {
                 adu: &h[MBAP_LEN..MBAP_LEN + len],
             });
             start += MBAP_LEN + len;
+        }
+        if skipped > 0 {
+            sink(Frame::Discarded(skipped));
         }
         self.buf.drain(..start);
     }
@@ -169,6 +186,7 @@ impl TcpFramer {
             }));
             self.buf.clear();
         }
+        self.resyncing = false;
     }
 }
 
@@ -181,7 +199,7 @@ mod tests {
         framer.push(bytes, &mut |f| match f {
             Frame::Reply(b) => out.push(Ok(b.to_vec())),
             Frame::Rejected(e) => out.push(Err(e)),
-            Frame::TcpReply { .. } => unreachable!(),
+            Frame::TcpReply { .. } | Frame::Discarded(_) => unreachable!(),
         });
         out
     }
@@ -258,15 +276,16 @@ mod tests {
     }
 
     #[test]
-    fn an_mbap_header_with_another_protocol_is_rejected() {
+    fn an_mbap_header_with_another_protocol_is_rejected_and_the_next_frame_found() {
         let mut f = TcpFramer::default();
-        let mut errors = 0;
-        f.push(&[0, 1, 0, 9, 0, 3, 1, 4, 0], &mut |fr| {
-            if matches!(fr, Frame::Rejected(DecodeError::Malformed { .. })) {
-                errors += 1;
-            }
-        });
-        assert_eq!(errors, 1);
+        let mut stream = vec![0, 1, 0, 9, 0, 3];
+        stream.extend(mbap(2, &[1, 4, 2, 0, 5]));
+        let mut got = Vec::new();
+        f.push(&stream, &mut |fr| got.push(format!("{fr:?}")));
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[0].contains("Malformed"), "{got:?}");
+        assert_eq!(got[1], "Discarded(6)");
+        assert!(got[2].contains("TcpReply { transaction: 2"), "{got:?}");
         assert_eq!(f.pending(), 0);
     }
 }

@@ -16,6 +16,11 @@ the next block in turn that it fits, blocks passed over counting as unanswered.
 Two halves, each tested alone: [`frame`] finds and checks frames, [`crate::decode::bytes`] reads
 the metric lines' masks; this module matches replies to requests between them.
 
+Text captures (`@#`) publish nothing on a Modbus meter (Tasmota runs its SML value reader over the
+reply there, which means nothing for Modbus).
+A bus only listened to while another master polls it is not supported: its requests do not frame
+as replies and are dropped as CRC errors.
+
 Over RTU a late reply to block N that arrives after block N+1 went out to the same slave, with the
 same function and length, cannot be told from the reply to N+1 (Tasmota has the same limit); over
 TCP the transaction id tells them apart.
@@ -147,7 +152,7 @@ impl ModbusDecoder {
                 let adu = match &frame {
                     Frame::Reply(bytes) => Some(&bytes[..bytes.len() - 2]),
                     Frame::TcpReply { adu, .. } => Some(*adu),
-                    Frame::Rejected(_) => None,
+                    Frame::Rejected(_) | Frame::Discarded(_) => None,
                 };
                 if let Some(adu) = adu {
                     *outstanding = replayed_request(blocks, replay_next, adu, modbus);
@@ -184,6 +189,10 @@ impl ModbusDecoder {
                     stats,
                     modbus,
                 ),
+                Frame::Discarded(bytes) => {
+                    stats.bytes_skipped += bytes as u64;
+                    DecodeEvent::Discarded { bytes }
+                }
                 Frame::Rejected(e) => {
                     match e {
                         DecodeError::BadCrc { .. } => stats.crc_errors += 1,
@@ -353,8 +362,15 @@ pub fn exception_name(code: u8) -> &'static str {
     }
 }
 
-/// Queue an event; past [`MAX_QUEUED_EVENTS`] the oldest error makes room (errors are counted).
+/// Queue an event: consecutive discards merge into one; past [`MAX_QUEUED_EVENTS`] the oldest
+/// error makes room (errors are counted in the stats).
 fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
+    if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
+        (&event, events.back_mut())
+    {
+        *last += bytes;
+        return;
+    }
     if events.len() >= MAX_QUEUED_EVENTS {
         if let Some(p) = events
             .iter()

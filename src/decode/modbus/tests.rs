@@ -310,16 +310,58 @@ fn listen_stream() -> Vec<u8> {
 const SNIFF: &str = ">D\n>M 1\n+1,3,m,0,9600,SNIFF\n1,010404UUuuUUuu@1,A,x,a,0\n#\n";
 
 fn events_of(chunks: &[&[u8]]) -> (Vec<DecodeEvent>, DecodeStats) {
-    let mut d = decoder(SNIFF);
+    events_of_meter(SNIFF, false, chunks)
+}
+
+/// Events of `chunks` fed in turn (discards split by a poll merged), and the statistics.
+fn events_of_meter(source: &str, ask: bool, chunks: &[&[u8]]) -> (Vec<DecodeEvent>, DecodeStats) {
+    let mut d = decoder(source);
     let t0 = Instant::now();
-    let mut ev = Vec::new();
+    if ask {
+        d.poll_transmit(t0);
+    }
+    let mut ev: Vec<DecodeEvent> = Vec::new();
+    let take = |d: &mut ModbusDecoder, ev: &mut Vec<DecodeEvent>| {
+        for e in drain(d) {
+            match (&e, ev.last_mut()) {
+                (
+                    DecodeEvent::Discarded { bytes },
+                    Some(DecodeEvent::Discarded { bytes: last }),
+                ) => *last += bytes,
+                _ => ev.push(e),
+            }
+        }
+    };
     for c in chunks {
         d.handle_bytes(t0, c);
-        ev.extend(drain(&mut d));
+        take(&mut d, &mut ev);
     }
     d.handle_end();
-    ev.extend(drain(&mut d));
+    take(&mut d, &mut ev);
     (ev, d.stats())
+}
+
+/// Modbus TCP replies with an impossible header and noise between them.
+fn tcp_stream() -> Vec<u8> {
+    let mut s = frame::mbap(1, &[1, 4, 4, 0x43, 0x66, 0x19, 0x9a]);
+    s.extend([0, 7, 0, 9, 0, 3, 0xff, 0x00]);
+    s.extend(frame::mbap(1, &[1, 4, 4, 0x43, 0x66, 0x19, 0x9a]));
+    s.extend(frame::mbap(5, &[1, 0x84, 2]));
+    s.extend([0, 1, 0]);
+    s
+}
+
+fn chunked(stream: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+    let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+    cuts.sort();
+    let mut chunks = Vec::new();
+    let mut last = 0;
+    for c in cuts {
+        chunks.push(&stream[last..c]);
+        last = c;
+    }
+    chunks.push(&stream[last..]);
+    chunks
 }
 
 proptest! {
@@ -327,17 +369,16 @@ proptest! {
     fn any_chunking_gives_the_same_events_as_the_whole_feed(cuts in proptest::collection::vec(0usize..200, 0..20)) {
         let stream = listen_stream();
         let whole = events_of(&[&stream]);
-        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
-        cuts.sort();
-        let mut chunks = Vec::new();
-        let mut last = 0;
-        for c in cuts {
-            chunks.push(&stream[last..c]);
-            last = c;
-        }
-        chunks.push(&stream[last..]);
-        let (ev, mut stats) = events_of(&chunks);
-        stats.bytes_in = whole.1.bytes_in;
+        let (ev, stats) = events_of(&chunked(&stream, cuts));
+        prop_assert_eq!(&ev, &whole.0);
+        prop_assert_eq!(stats, whole.1);
+    }
+
+    #[test]
+    fn any_chunking_of_a_modbus_tcp_stream_gives_the_same_events(cuts in proptest::collection::vec(0usize..200, 0..20)) {
+        let stream = tcp_stream();
+        let whole = events_of_meter(TCP, true, &[&stream]);
+        let (ev, stats) = events_of_meter(TCP, true, &chunked(&stream, cuts));
         prop_assert_eq!(&ev, &whole.0);
         prop_assert_eq!(stats, whole.1);
     }
@@ -357,6 +398,16 @@ proptest! {
             prop_assert_eq!(d.pending(), 0);
         }
     }
+}
+
+#[test]
+fn the_tcp_stream_used_for_chunking_has_a_reply_a_bad_header_and_a_stray_reply() {
+    let (ev, stats) = events_of_meter(TCP, true, &[&tcp_stream()]);
+    assert_eq!(stats.telegrams, 1);
+    assert_eq!(readings(&ev).len(), 1);
+    // The bad header, the second reply and the exception with nobody asking, the cut-off tail.
+    assert_eq!(errors(&ev), 4, "{ev:?}");
+    assert_eq!(stats.bytes_skipped, 8);
 }
 
 #[test]
