@@ -39,7 +39,7 @@ fn run(data: &[u8], chunk: usize, tcp: bool, ask: bool) -> (Vec<DecodeEvent>, De
     }
     let mut events: Vec<DecodeEvent> = Vec::new();
     // Discards split by a poll are one run of skipped bytes.
-    let mut push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
+    let push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
         if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
             (&e, events.last_mut())
         {
