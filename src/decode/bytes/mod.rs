@@ -15,6 +15,7 @@ extractors, and so the extractors are tested once, against Tasmota's byte orders
 - `kstr` reads a Kamstrup register record without moving on; like Tasmota, only a positive exponent
   is applied (scripts divide by the negative one themselves with `@iN:100`).
 - With several extractors on one line, the last one gives the value, as in Tasmota.
+- A float that is NaN or infinite reads nothing (Tasmota would publish `nan`, which is no JSON).
 
 Where Tasmota would read past the end of its buffer, a line here simply does not match.
 */
@@ -39,6 +40,9 @@ pub enum NoMatch {
     BadBcd { offset: usize, nibble: u8 },
     #[error("the pattern has no value mask")]
     NoExtractor,
+    /// A float mask read NaN or an infinity (a meter's "not available" marker, or noise).
+    #[error("the float at byte {offset} is not a number")]
+    NotFinite { offset: usize },
 }
 
 /// The number a metric line reads from `frame`, before the line's offset and divisor.
@@ -67,6 +71,9 @@ pub fn read(pattern: &BytePattern, frame: &[u8]) -> Result<f64, NoMatch> {
             }
             ByteOp::Extract(e) => {
                 let (v, used) = extract(*e, frame, at)?;
+                if !v.is_finite() {
+                    return Err(NoMatch::NotFinite { offset: at });
+                }
                 value = Some(v);
                 at += used;
             }

@@ -175,3 +175,12 @@ fn a_float64_reads_eight_bytes() {
     };
     assert_eq!(read(&p, &1.5f64.to_be_bytes()), Ok(1.5));
 }
+
+#[test]
+fn a_float_that_is_not_a_number_reads_nothing() {
+    assert_eq!(
+        read(&pattern("xxffffffff"), &[0, 0xff, 0xff, 0xff, 0xff]),
+        Err(NoMatch::NotFinite { offset: 1 })
+    );
+    assert!(read(&pattern("ffffffff"), &f32::INFINITY.to_be_bytes()).is_err());
+}
