@@ -242,3 +242,41 @@ fn a_port_option_overrides_the_scripts_modbus_tcp_address() {
         r#"{"Time":"T","TCP":{"volt":231.5}}"#
     );
 }
+
+/// The whole path with real parts: the unchanged SDM630 script, a simulated meter on a pty, and the
+/// SENSOR payload on a real broker under Tasmota's topic.
+#[test]
+fn the_sdm630_values_reach_the_broker_on_the_sensor_topic() {
+    let broker = free_port();
+    start_broker(broker);
+    let seen = subscribe(broker, "home1/#");
+    let script_text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/meters/sdm630-modbus.sml"
+    ))
+    .unwrap();
+    let mut sim = Simulator::default();
+    for i in 0..9u16 {
+        sim.set_f32(1, 2 * i, 100.0 + f32::from(i));
+    }
+    let (master, path) = pty();
+    let stop = Arc::new(AtomicBool::new(false));
+    let meter = serve_pty(master, sim, stop.clone(), |_, r| Some(r));
+    let (mut cfg, _) = config(
+        compile(&script_text),
+        vec![Binding {
+            meter: 1,
+            source: Source::Serial(path),
+        }],
+    );
+    cfg.sink = sml::runner::SinkConfig::Mqtt(Box::new(mqtt_config(broker, "sdm630")));
+    let run = start_sml(cfg);
+    let s = next_on(&seen, "home1/tele/sdm630/SENSOR", Duration::from_secs(20));
+    run.stop();
+    stop.store(true, Ordering::Relaxed);
+    meter.join().unwrap();
+    assert_eq!(
+        without_time(&s.payload),
+        r#"{"Time":"T","SDM630":{"Voltage_P1":100.00,"Voltage_P2":101.00,"Voltage_P3":102.00,"Current_P1":103.00,"Current_P2":104.00,"Current_P3":105.00,"Power_P1":106.00,"Power_P2":107.00,"Power_P3":108.00}}"#
+    );
+}
