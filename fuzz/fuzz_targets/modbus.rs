@@ -70,7 +70,10 @@ fuzz_target!(|input: &[u8]| {
     let ask = control & 0x80 != 0;
     let (whole, whole_stats) = run(data, data.len().max(1), tcp, ask);
     let (chunked, chunked_stats) = run(data, chunk, tcp, ask);
-    assert_eq!(whole_stats, chunked_stats, "statistics depend on chunking (chunk {chunk})");
+    assert_eq!(
+        whole_stats, chunked_stats,
+        "statistics depend on chunking (chunk {chunk})"
+    );
     if data.len() < 2 * MAX_QUEUED_EVENTS {
         assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
     }
