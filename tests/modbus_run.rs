@@ -280,3 +280,26 @@ fn the_sdm630_values_reach_the_broker_on_the_sensor_topic() {
         r#"{"Time":"T","SDM630":{"Voltage_P1":100.00,"Voltage_P2":101.00,"Voltage_P3":102.00,"Current_P1":103.00,"Current_P2":104.00,"Current_P3":105.00,"Power_P1":106.00,"Power_P2":107.00,"Power_P3":108.00}}"#
     );
 }
+
+/// `sml run --port 1=file:...` on a Modbus capture: no request can reach a capture, so its replies
+/// answer the blocks in turn and each one is published.
+#[test]
+fn a_replayed_modbus_capture_publishes_every_reply_then_ends() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let script_text = std::fs::read_to_string(format!("{root}/meters/sdm630-modbus.sml")).unwrap();
+    let (cfg, published) = config(
+        compile(&script_text),
+        vec![Binding {
+            meter: 1,
+            source: Source::Replay(
+                format!("{root}/tests/fixtures/meters/sdm630-modbus.bin").into(),
+            ),
+        }],
+    );
+    let report = start_sml(cfg).join();
+    assert_eq!(report.engine.telegrams, 2);
+    let got = sensors(&published);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].contains(r#""Voltage_P1":230.10"#), "{got:?}");
+    assert!(got[1].contains(r#""Voltage_P1":230.40"#), "{got:?}");
+}

@@ -160,8 +160,14 @@ impl LinkDriver {
     ) -> (Ending, bool) {
         let mut buf = vec![0u8; 4096];
         let mut got_bytes = false;
+        // A capture cannot be asked: its decoder is never told of requests, so it reads the replies
+        // in the capture as answers to the request blocks in turn (Modbus).
+        let can_ask = !link.ends_for_good();
         loop {
-            while let Some(request) = decoder.poll_transmit(std::time::Instant::now()) {
+            while let Some(request) = can_ask
+                .then(|| decoder.poll_transmit(std::time::Instant::now()))
+                .flatten()
+            {
                 debug!(
                     meter = self.meter.index,
                     "sending {} request bytes",
