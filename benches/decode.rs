@@ -268,6 +268,7 @@ fn main() {
         });
         g.finish();
     }
+    modbus_group(&mut c);
     c.final_summary();
 
     let us = |id: &str| estimate_ns(id).map(|ns| ns / 1000.0);
@@ -306,6 +307,58 @@ fn main() {
              crate slice-by-16 {x16:.0} ns ({:.1}x), crate table {xc1:.0} ns",
             a8 / a16,
             x1 / x16
+        );
+    }
+    modbus_summary();
+}
+
+/// Modbus: sml decodes the SDM630 reply of `tests/fixtures/meters/sdm630-modbus.bin` (CRC, request
+/// match and nine `ffffffff` metric lines of `meters/sdm630-modbus.sml`); `rmodbus` parses the same
+/// reply (CRC, unit and function checks, nine big-endian floats).
+fn modbus_reply() -> (Vec<u8>, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let capture = std::fs::read(root.join("tests/fixtures/meters/sdm630-modbus.bin")).unwrap();
+    let script = std::fs::read_to_string(root.join("meters/sdm630-modbus.sml")).unwrap();
+    (capture[..41].to_vec(), script)
+}
+
+fn modbus_group(c: &mut Criterion) {
+    let (reply, script) = modbus_reply();
+    let mut d = decoder(&script);
+    assert_eq!(decode_once(d.as_mut(), &reply), 9);
+    let mut request = rmodbus::client::ModbusRequest::new(1, rmodbus::ModbusProto::Rtu);
+    let mut wire = Vec::new();
+    request.generate_get_inputs(0, 18, &mut wire).unwrap();
+    let mut floats: Vec<f32> = Vec::with_capacity(9);
+    request.parse_f32_be(&reply, &mut floats).unwrap();
+    assert_eq!(floats.len(), 9);
+
+    let mut g = c.benchmark_group("modbus");
+    g.throughput(Throughput::Bytes(reply.len() as u64));
+    g.bench_function("sml", |b| {
+        b.iter(|| decode_once(d.as_mut(), black_box(&reply)))
+    });
+    g.bench_function("rmodbus", |b| {
+        b.iter(|| {
+            floats.clear();
+            request
+                .parse_f32_be(black_box(&reply), &mut floats)
+                .unwrap();
+            floats.len()
+        })
+    });
+    g.finish();
+}
+
+fn modbus_summary() {
+    let (reply, _) = modbus_reply();
+    if let (Some(a), Some(b)) = (estimate_ns("modbus/sml"), estimate_ns("modbus/rmodbus")) {
+        println!(
+            "modbus: sml {:.3} us/reply, rmodbus {:.3} us/reply, {:.2}x ({:.0} MB/s)",
+            a / 1000.0,
+            b / 1000.0,
+            b / a,
+            reply.len() as f64 / (a / 1000.0)
         );
     }
 }

@@ -18,10 +18,15 @@ fn every_meter_script_translates_to_its_snapshot() {
         let script = sml::script::compile(&std::fs::read(&path).unwrap())
             .script
             .expect("meters/ scripts compile (tests/compile_meters.rs)");
-        let diagnostics = sml::hooks::check::check(&script);
+        // Warnings are allowed (the Tasmota docs' SDM630 script keeps a `>xM` section commented
+        // out, which sml notes); errors are not.
+        let errors: Vec<_> = sml::hooks::check::check(&script)
+            .into_iter()
+            .filter(|d| d.severity == sml::script::Severity::Error)
+            .collect();
         assert!(
-            diagnostics.is_empty(),
-            "{name}: the sections of a shipped meter script check clean, got {diagnostics:#?}"
+            errors.is_empty(),
+            "{name}: the sections of a shipped meter script translate, got {errors:#?}"
         );
         let translation = sml::hooks::translate(&script);
         sml::hooks::Hooks::new(&script).expect("the generated Rhai compiles");

@@ -519,7 +519,16 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         bail!("{shown} does not compile");
     };
     config.script = script;
-    if config.bindings.is_empty() && config.script.meters.len() == 1 {
+    let has_address = |m: &crate::script::model::Meter| {
+        matches!(
+            m.source,
+            crate::script::model::MeterSource::ModbusTcp { .. }
+        )
+    };
+    if config.bindings.is_empty()
+        && config.script.meters.len() == 1
+        && !has_address(&config.script.meters[0])
+    {
         // The common case gets the clearest message.
         let m = config.script.meters[0].index;
         bail!(

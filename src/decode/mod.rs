@@ -15,6 +15,7 @@ in [`DecodeStats`] under its [`RejectKind`], and gives no value. Decoders log re
 only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
+pub mod bytes;
 pub mod kamstrup;
 pub mod modbus;
 pub mod obis;
@@ -185,6 +186,7 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
     match &meter.decoding {
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
+        Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),

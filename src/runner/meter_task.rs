@@ -270,8 +270,14 @@ impl LinkDriver {
     ) -> (Ending, bool) {
         let mut buf = vec![0u8; 4096];
         let mut got_bytes = false;
+        // A capture cannot be asked: its decoder is never told of requests, so it reads the replies
+        // in the capture as answers to the request blocks in turn (Modbus).
+        let can_ask = !link.ends_for_good();
         loop {
-            while let Some(request) = decoder.poll_transmit(Instant::now()) {
+            while let Some(request) = can_ask
+                .then(|| decoder.poll_transmit(Instant::now()))
+                .flatten()
+            {
                 debug!("{}: sending {} request bytes", self.label(), request.len());
                 if let Err(e) = link.write_all(&request).await {
                     return (Ending::Dropped(format!("write: {e}")), got_bytes);

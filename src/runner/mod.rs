@@ -121,6 +121,26 @@ impl RunReport {
     }
 }
 
+/// The `--port` bindings, plus the script's own address for each Modbus TCP meter not bound there
+/// (`+1,[192.168.1.10],m,0,502,...` polls 192.168.1.10:502 unless `--port 1=...` says otherwise).
+pub fn with_script_addresses(script: &Script, bindings: &[Binding]) -> Vec<Binding> {
+    let mut all = bindings.to_vec();
+    for m in &script.meters {
+        if let crate::script::model::MeterSource::ModbusTcp { host, port } = &m.source {
+            if !bindings.iter().any(|b| b.meter == m.index) {
+                all.push(Binding {
+                    meter: m.index,
+                    source: crate::link::Source::Tcp {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                });
+            }
+        }
+    }
+    all
+}
+
 /// Check that every meter has exactly one source and a decoder.
 pub fn check_bindings(
     script: &Script,
@@ -131,7 +151,8 @@ pub fn check_bindings(
         return Err(RunError::NoMeters);
     }
     let mut seen: HashMap<MeterIndex, &Binding> = HashMap::new();
-    for b in bindings {
+    let bindings = with_script_addresses(script, bindings);
+    for b in &bindings {
         if script.meter(b.meter).is_none() {
             let have: Vec<String> = script.meters.iter().map(|m| m.index.to_string()).collect();
             return Err(RunError::NoSuchMeter(b.clone(), b.meter, have.join(", ")));
@@ -182,7 +203,8 @@ pub async fn run_with(
     let mut drivers = JoinSet::new();
     // Which meter each task serves, to name it when it panics.
     let mut task_meter = HashMap::new();
-    for b in &config.bindings {
+    let bindings = with_script_addresses(&config.script, &config.bindings);
+    for b in &bindings {
         let meter = Arc::new(
             config
                 .script
@@ -250,7 +272,7 @@ pub async fn run_with(
         engine.handle_connected(Instant::now());
     }
     let mut watching_connect = true;
-    let mut links_left = config.bindings.len();
+    let mut links_left = bindings.len();
     // The MQTT task's report when it stopped before the run did (the broker refused us).
     let mut mqtt_ended: Option<Result<MqttReport, JoinError>> = None;
     tokio::pin!(shutdown);
