@@ -5,6 +5,7 @@ publication and never waits for a network.
 */
 
 pub mod delivery;
+pub mod influx;
 pub mod mqtt;
 pub mod outbox;
 pub mod spool;
@@ -19,6 +20,8 @@ pub enum PublishError {
     Stdout(#[source] std::io::Error),
     #[error("the MQTT task has stopped")]
     MqttGone,
+    #[error("the InfluxDB sink has stopped")]
+    InfluxGone,
     /// The broker refused sml's login for a reason retrying will not fix.
     #[error("{0}")]
     BrokerRefused(String),
@@ -52,5 +55,20 @@ impl Sink for RecordingSink {
             .unwrap_or_else(|e| e.into_inner())
             .push(p);
         Ok(())
+    }
+}
+
+/// Every publication to each of several sinks (MQTT and InfluxDB side by side).
+pub struct FanOut(pub Vec<Box<dyn Sink + Send>>);
+
+impl Sink for FanOut {
+    fn publish(&mut self, p: Publication) -> Result<(), PublishError> {
+        let Some((last, others)) = self.0.split_last_mut() else {
+            return Ok(());
+        };
+        for sink in others {
+            sink.publish(p.clone())?;
+        }
+        last.publish(p)
     }
 }

@@ -30,9 +30,10 @@ use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
 use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
 use crate::link::{Binding, ReplaySpeed};
+use crate::publish::influx::{InfluxConfig, InfluxReport, InfluxTask};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;
-use crate::publish::{PublishError, RecordingSink, Sink};
+use crate::publish::{FanOut, PublishError, RecordingSink, Sink};
 use crate::script::model::{MeterIndex, Script};
 
 /// Link events in flight between the drivers and the engine.
@@ -43,6 +44,11 @@ pub enum SinkConfig {
     Mqtt(Box<MqttConfig>),
     /// Keep publications in memory (tests, benchmarks).
     Recording(RecordingSink),
+    /// InfluxDB, alone or beside MQTT.
+    Influx {
+        influx: Box<InfluxConfig>,
+        mqtt: Option<Box<MqttConfig>>,
+    },
 }
 
 pub struct RunConfig {
@@ -89,12 +95,20 @@ pub enum RunError {
 pub struct RunReport {
     pub engine: EngineStats,
     pub mqtt: Option<MqttReport>,
+    pub influx: Option<InfluxReport>,
 }
 
 impl RunReport {
     /// Why a run that ended without an error still failed its purpose: the broker refused us,
     /// or payloads did not reach it. `None` when everything made was delivered.
     pub fn failure(&self) -> Option<String> {
+        if let Some(influx) = self.influx.as_ref().filter(|i| i.left_queued > 0) {
+            return Some(format!(
+                "{} payloads were not written to InfluxDB ({} points written, {} payloads dropped \
+                 while it was away)",
+                influx.left_queued, influx.written, influx.dropped
+            ));
+        }
         let mqtt = self.mqtt.as_ref()?;
         if let Some(why) = &mqtt.fatal {
             return Some(format!("the broker refused sml: {why}"));
@@ -171,6 +185,7 @@ pub async fn run(
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    let mut influx_task: Option<InfluxTask> = None;
     let (mut sink, mut connected, mut mqtt_task): (
         Box<dyn Sink + Send>,
         watch::Receiver<bool>,
@@ -181,6 +196,18 @@ pub async fn run(
         SinkConfig::Mqtt(m) => {
             let (sink, connected, task) = crate::publish::mqtt::start(*m)?;
             (Box::new(sink), connected, Some(task))
+        }
+        SinkConfig::Influx { influx, mqtt } => {
+            let (influx_sink, task) = crate::publish::influx::start(*influx, &config.script)?;
+            influx_task = Some(task);
+            match mqtt {
+                None => (Box::new(influx_sink), watch::channel(true).1, None),
+                Some(m) => {
+                    let (sink, connected, task) = crate::publish::mqtt::start(*m)?;
+                    let both = FanOut(vec![Box::new(sink), Box::new(influx_sink)]);
+                    (Box::new(both), connected, Some(task))
+                }
+            }
         }
     };
     if *connected.borrow_and_update() {
@@ -261,6 +288,11 @@ pub async fn run(
     drivers.abort_all();
     // Dropping the sink lets the MQTT task drain its outbox and say Offline.
     drop(sink);
+    // The InfluxDB thread drains (at most a few seconds) off the runtime thread.
+    let influx = match influx_task {
+        Some(task) => tokio::task::spawn_blocking(move || task.join()).await.ok(),
+        None => None,
+    };
     let mqtt_ended = match (mqtt_ended, mqtt_task) {
         (Some(ended), _) => Some(ended),
         (None, Some(task)) => Some(task.await),
@@ -288,6 +320,7 @@ pub async fn run(
     Ok(RunReport {
         engine: engine.stats(),
         mqtt,
+        influx,
     })
 }
 

@@ -1,0 +1,176 @@
+//! Real parts for the `influx_*` tests: a Debian `influxd` 1.x started with its own directories on
+//! loopback ports (stopped and started again on the same data), and its HTTP query API.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Whether `influxd` is installed; tests skip (with a line saying so) when it is not.
+pub fn have_influxd() -> bool {
+    let found = Command::new("influxd")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: influxd (Debian package influxdb) is not installed");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Influxd {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    child: Option<Child>,
+}
+
+impl Influxd {
+    /// A fresh server with database `db`.
+    pub fn start(db: &str) -> Influxd {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let rpc_port = free_port();
+        let d = dir.path();
+        std::fs::write(
+            d.join("influxdb.conf"),
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
+                 [meta]\n  dir = \"{meta}\"\n\
+                 [data]\n  dir = \"{data}\"\n  wal-dir = \"{wal}\"\n  query-log-enabled = false\n\
+                 [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n",
+                meta = d.join("meta").display(),
+                data = d.join("data").display(),
+                wal = d.join("wal").display(),
+            ),
+        )
+        .unwrap();
+        let mut s = Influxd {
+            dir,
+            http_port,
+            child: None,
+        };
+        s.resume();
+        s.query("", &format!("CREATE DATABASE \"{db}\""));
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Start the server (again) on the same directories and port; waits until it answers.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "influxd is running already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("influxd.log"))
+            .unwrap();
+        self.child = Some(
+            Command::new("influxd")
+                .arg("-config")
+                .arg(self.dir.path().join("influxdb.conf"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("influxd starts"),
+        );
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if ureq::get(&format!("{}/ping", self.url())).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("influxd did not answer within 60 s: {}", self.log());
+    }
+
+    /// Stop the server as systemd does (SIGTERM) and wait for it to exit.
+    pub fn pause(&mut self) {
+        let mut child = self.child.take().expect("influxd is running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        child.wait().unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("influxd.log")).unwrap_or_default()
+    }
+
+    /// An InfluxQL statement; the JSON answer (timestamps in nanoseconds).
+    pub fn query(&self, db: &str, q: &str) -> Value {
+        let answer = ureq::post(&format!("{}/query", self.url()))
+            .query("db", db)
+            .query("epoch", "ns")
+            .send_form(&[("q", q)])
+            .unwrap_or_else(|e| panic!("query {q}: {e}"));
+        let json: Value = serde_json::from_str(&answer.into_string().unwrap()).unwrap();
+        if let Some(err) = json["results"][0].get("error") {
+            panic!("query {q}: {err}");
+        }
+        json
+    }
+
+    /// The rows of a query's first series as (column name -> value) maps.
+    pub fn rows(&self, db: &str, q: &str) -> Vec<serde_json::Map<String, Value>> {
+        let json = self.query(db, q);
+        let Some(series) = json["results"][0]["series"].as_array() else {
+            return vec![];
+        };
+        let mut rows = vec![];
+        for s in series {
+            let columns: Vec<String> = s["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap().to_string())
+                .collect();
+            for v in s["values"].as_array().unwrap() {
+                let mut row = serde_json::Map::new();
+                for (c, x) in columns.iter().zip(v.as_array().unwrap()) {
+                    row.insert(c.clone(), x.clone());
+                }
+                rows.push(row);
+            }
+        }
+        rows
+    }
+
+    /// Line protocol straight into `db` (to set a field's type before sml writes).
+    pub fn write(&self, db: &str, lines: &str) {
+        ureq::post(&format!("{}/write", self.url()))
+            .query("db", db)
+            .send_string(lines)
+            .unwrap_or_else(|e| panic!("write {lines}: {e}"));
+    }
+}
+
+impl Drop for Influxd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A script compiled from its text (panics with the diagnostics when it does not compile).
+pub fn compile(text: &str) -> sml::script::model::Script {
+    let c = sml::script::compile(text.as_bytes());
+    c.script
+        .unwrap_or_else(|| panic!("script does not compile: {:?}", c.diagnostics))
+}

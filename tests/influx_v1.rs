@@ -1,0 +1,307 @@
+//! The InfluxDB sink against a real InfluxDB 1.x (`influxd`, started here with its own directories
+//! on loopback ports): the values and tags land as written, a 10 s outage of the database loses
+//! nothing and moves no timestamp, and a point InfluxDB refuses is dropped alone, said once.
+//! Skips cleanly when `influxd` is not installed.
+
+mod common;
+mod influx_support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{line_decoders, start_sml, wait_for};
+use influx_support::{compile, have_influxd, Influxd};
+use serialport::{SerialPort, TTYPort};
+use sml::link::{Binding, Source};
+use sml::publish::influx::{InfluxConfig, Target};
+use sml::runner::SinkConfig;
+
+/// sml's log lines, for the tests that check what it said.
+static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("sml=debug")
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+}
+
+fn log_lines_with(needle: &str) -> Vec<String> {
+    String::from_utf8_lossy(&LOG.lock().unwrap())
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+fn influx(server: &Influxd, db: &str, spool: Option<PathBuf>) -> InfluxConfig {
+    InfluxConfig {
+        url: server.url().parse().unwrap(),
+        target: Target::V1 {
+            database: db.into(),
+            user: None,
+            password: None,
+        },
+        tls: Default::default(),
+        topic: "myelectricmeter".into(),
+        retry_cap: Duration::from_secs(2),
+        queue_capacity: 10_000,
+        spool,
+    }
+}
+
+fn run_config(script: &str, ports: Vec<(u16, Source)>, sink: SinkConfig) -> sml::runner::RunConfig {
+    sml::runner::RunConfig {
+        script: compile(script),
+        bindings: ports
+            .into_iter()
+            .map(|(meter, source)| Binding { meter, source })
+            .collect(),
+        engine: sml::engine::scheduler::EngineConfig {
+            teleperiod: Duration::from_secs(300),
+            every_telegram: true,
+            ..Default::default()
+        },
+        replay_speed: sml::link::ReplaySpeed::Max,
+        link_backoff: sml::backoff::Backoff {
+            first: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        },
+        sink,
+        decoders: line_decoders(),
+    }
+}
+
+const ONE_METER: &str = ">D\n>M 1\n+1,3,o,0,9600,EON\n\
+    1,1-0:1.8.0(@1,Energy,kWh,enrg,3\n1,1-0:16.7.0(@1,Power,W,pwr,1\n#\n";
+
+fn ns(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+fn f(row: &serde_json::Map<String, serde_json::Value>, k: &str) -> f64 {
+    row[k].as_f64().unwrap_or_else(|| panic!("{k} in {row:?}"))
+}
+
+#[test]
+fn each_telegram_becomes_a_point_with_the_lines_precision_and_its_meter_and_topic_tags() {
+    if !have_influxd() {
+        return;
+    }
+    let server = Influxd::start("sml");
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture.txt");
+    std::fs::write(&capture, "1.5 230.16\n2.25 231.04\n3.0004 0\n").unwrap();
+    let before = SystemTime::now();
+    let report = start_sml(run_config(
+        ONE_METER,
+        vec![(1, Source::Replay(capture))],
+        SinkConfig::Influx {
+            influx: Box::new(influx(&server, "sml", None)),
+            mqtt: None,
+        },
+    ))
+    .join();
+    let after = SystemTime::now();
+    let influx_report = report.influx.expect("an InfluxDB report");
+    assert_eq!(
+        (influx_report.written, influx_report.left_queued),
+        (3, 0),
+        "{influx_report:?}"
+    );
+    let rows = server.rows("sml", "SELECT * FROM \"EON\" ORDER BY time");
+    let got: Vec<(f64, f64)> = rows.iter().map(|r| (f(r, "enrg"), f(r, "pwr"))).collect();
+    // The JSON's numbers: 3 and 1 decimals.
+    assert_eq!(got, [(1.5, 230.2), (2.25, 231.0), (3.0, 0.0)], "{rows:?}");
+    for r in &rows {
+        assert_eq!(r["meter"], "1", "{r:?}");
+        assert_eq!(r["topic"], "myelectricmeter", "{r:?}");
+        let t = r["time"].as_i64().unwrap();
+        assert!(ns(before) <= t && t <= ns(after), "{r:?}");
+    }
+    // Floats, so that a later 0 or 1 never conflicts with 0.5.
+    let types = server.rows("sml", "SHOW FIELD KEYS FROM \"EON\"");
+    assert!(types.iter().all(|r| r["fieldType"] == "float"), "{types:?}");
+}
+
+#[test]
+fn influxdb_stopped_for_ten_seconds_loses_no_point_and_moves_no_timestamp() {
+    if !have_influxd() {
+        return;
+    }
+    capture_log();
+    let mut server = Influxd::start("sml");
+    let spool = tempfile::tempdir().unwrap();
+    let (mut master, slave) = TTYPort::pair().unwrap();
+    let path = slave.name().unwrap();
+    let running = start_sml(run_config(
+        ONE_METER,
+        vec![(1, Source::Serial(path.into()))],
+        SinkConfig::Influx {
+            influx: Box::new(influx(&server, "sml", Some(spool.path().to_path_buf()))),
+            mqtt: None,
+        },
+    ));
+    // A telegram every 250 ms: 3 s up, 10 s down, 3 s up again.
+    let mut sent: Vec<(u32, SystemTime)> = vec![];
+    let mut i = 0u32;
+    let mut telegram = |master: &mut TTYPort, sent: &mut Vec<(u32, SystemTime)>| {
+        let at = SystemTime::now();
+        master.write_all(format!("{i}.5 1\n").as_bytes()).unwrap();
+        sent.push((i, at));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        telegram(&mut master, &mut sent);
+    }
+    server.pause();
+    let down_at = SystemTime::now();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        telegram(&mut master, &mut sent);
+    }
+    server.resume();
+    let up_at = SystemTime::now();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        telegram(&mut master, &mut sent);
+    }
+    // Each telegram's point, by its value. Besides them, the teleperiod's SENSOR (the first comes
+    // a few seconds after the start) repeats a value at its own time.
+    let points = || {
+        let mut by_value = std::collections::BTreeMap::new();
+        for r in server.rows("sml", "SELECT enrg FROM \"EON\" ORDER BY time") {
+            by_value
+                .entry(f(&r, "enrg").to_bits())
+                .or_insert(r["time"].as_i64().unwrap());
+        }
+        by_value
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || points().len() == sent.len()),
+        "{} of {} points in InfluxDB",
+        points().len(),
+        sent.len()
+    );
+    let report = running.stop().influx.unwrap();
+    assert_eq!(
+        (report.left_queued, report.refused, report.dropped),
+        (0, 0, 0)
+    );
+
+    let points = points();
+    let mut during_outage = 0;
+    for (n, sent_at) in &sent {
+        let value = *n as f64 + 0.5;
+        let t = *points
+            .get(&value.to_bits())
+            .unwrap_or_else(|| panic!("no point for telegram {n}"));
+        // Stamped when read (within the 250 ms before the next telegram), not when written.
+        let lag = t - ns(*sent_at);
+        assert!(
+            (0..2_000_000_000).contains(&lag),
+            "point {n} stamped {lag} ns after it was sent"
+        );
+        if ns(down_at) < t && t < ns(up_at) {
+            during_outage += 1;
+        }
+    }
+    assert!(
+        during_outage >= 30,
+        "{during_outage} points read while InfluxDB was down"
+    );
+    assert!(
+        !log_lines_with("InfluxDB").is_empty(),
+        "the outage is in the log"
+    );
+}
+
+const TWO_METERS: &str = ">D\n>M 2\n\
+    +1,3,o,0,9600,A\n1,1-0:1.8.0(@1,Energy,kWh,e,3\n\
+    +2,3,o,0,9600,B\n2,1-0:1.8.0(@1,Energy,kWh,e,3\n#\n";
+
+#[test]
+fn a_point_whose_field_type_conflicts_is_dropped_alone_with_one_log_line_naming_the_field() {
+    if !have_influxd() {
+        return;
+    }
+    capture_log();
+    let server = Influxd::start("conflict");
+    // B's `e` is text in this week's shard (the server's time): InfluxDB refuses a float for it.
+    server.write("conflict", "B,meter=2,topic=myelectricmeter e=\"text\"\n");
+    let (mut a_master, a_slave) = TTYPort::pair().unwrap();
+    let (mut b_master, b_slave) = TTYPort::pair().unwrap();
+    let running = start_sml(run_config(
+        TWO_METERS,
+        vec![
+            (1, Source::Serial(a_slave.name().unwrap().into())),
+            (2, Source::Serial(b_slave.name().unwrap().into())),
+        ],
+        SinkConfig::Influx {
+            influx: Box::new(influx(&server, "conflict", None)),
+            mqtt: None,
+        },
+    ));
+    // Both links open (a pty's bytes written before are flushed by the open).
+    assert!(wait_for(Duration::from_secs(10), || {
+        log_lines_with("open (9600 8N1)").len() >= 2
+    }));
+    // One bad point in the middle of good ones, within one batch.
+    for n in 0..6 {
+        a_master.write_all(format!("{n}.5\n").as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        if n == 2 {
+            // The test decoder numbers words from entry 1; B's value is entry 2.
+            b_master.write_all(b"0 7.5\n").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Points of A's telegrams: the teleperiod's SENSOR has a value of its own (0, none sent).
+    let a_count = || {
+        server
+            .rows("conflict", "SELECT count(e) FROM \"A\" WHERE e > 0")
+            .first()
+            .map_or(0, |r| r["count"].as_u64().unwrap())
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || a_count() == 6),
+        "{} of A's 6 points",
+        a_count()
+    );
+    // Later points are not blocked either.
+    a_master.write_all(b"9.5\n").unwrap();
+    assert!(wait_for(Duration::from_secs(30), || a_count() == 7));
+    let report = running.stop().influx.unwrap();
+    assert_eq!(
+        (report.written, report.refused, report.left_queued),
+        (7, 1, 0),
+        "{report:?}"
+    );
+    let b = server.rows("conflict", "SELECT * FROM \"B\"");
+    assert_eq!(b.len(), 1, "only the text point written by hand: {b:?}");
+    let said = log_lines_with("type conflict");
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("\\\"e\\\"") || said[0].contains("\"e\""),
+        "names the field: {}",
+        said[0]
+    );
+    assert!(said[0].contains("refused 1 of"), "{}", said[0]);
+}
