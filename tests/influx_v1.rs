@@ -305,3 +305,73 @@ fn a_point_whose_field_type_conflicts_is_dropped_alone_with_one_log_line_naming_
     );
     assert!(said[0].contains("refused 1 of"), "{}", said[0]);
 }
+
+#[test]
+fn points_spooled_while_influxdb_was_away_arrive_on_the_next_run_with_their_first_timestamps() {
+    if !have_influxd() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let capture = dir.path().join("capture.txt");
+    std::fs::write(&capture, "1.5 1\n2.5 1\n3.5 1\n").unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    // Nothing listens on port 9 (discard) on loopback: every write fails.
+    let nowhere = InfluxConfig {
+        url: "http://127.0.0.1:9".parse().unwrap(),
+        ..influx_unstarted(Some(spool.clone()))
+    };
+    let before = SystemTime::now();
+    let first = start_sml(run_config(
+        ONE_METER,
+        vec![(1, Source::Replay(capture))],
+        SinkConfig::Influx {
+            influx: Box::new(nowhere),
+            mqtt: None,
+        },
+    ))
+    .join();
+    let after = SystemTime::now();
+    assert_eq!(first.influx.as_ref().unwrap().left_queued, 3);
+    assert!(first.failure().is_some_and(|f| f.contains("InfluxDB")));
+
+    let server = Influxd::start("sml");
+    let second = start_sml(run_config(
+        ONE_METER,
+        vec![(1, Source::Replay(empty))],
+        SinkConfig::Influx {
+            influx: Box::new(influx(&server, "sml", Some(spool))),
+            mqtt: None,
+        },
+    ))
+    .join();
+    assert_eq!(second.influx.unwrap().written, 3);
+    let rows = server.rows("sml", "SELECT enrg FROM \"EON\" ORDER BY time");
+    let got: Vec<f64> = rows.iter().map(|r| f(r, "enrg")).collect();
+    assert_eq!(got, [1.5, 2.5, 3.5]);
+    for r in &rows {
+        let t = r["time"].as_i64().unwrap();
+        assert!(
+            ns(before) <= t && t <= ns(after),
+            "{r:?} stamped outside the first run"
+        );
+    }
+}
+
+/// A configuration for a server given later (the URL is replaced).
+fn influx_unstarted(spool: Option<PathBuf>) -> InfluxConfig {
+    InfluxConfig {
+        url: "http://127.0.0.1:1".parse().unwrap(),
+        target: Target::V1 {
+            database: "sml".into(),
+            user: None,
+            password: None,
+        },
+        tls: Default::default(),
+        topic: "myelectricmeter".into(),
+        retry_cap: Duration::from_secs(1),
+        queue_capacity: 100,
+        spool,
+    }
+}
