@@ -51,7 +51,8 @@ fn points_in(url: &str, db: &str) -> u64 {
         .query("db", db)
         .query("q", "SELECT count(power) FROM /^M[0-9]+$/")
         .call()
-        .and_then(|r| Ok(r.into_string()?))
+        .ok()
+        .and_then(|r| r.into_string().ok())
         .unwrap_or_default();
     let json: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
     json["results"][0]["series"].as_array().map_or(0, |s| {
