@@ -29,6 +29,8 @@ use crate::publish::outbox::Outbox;
 pub const BATCH_POINTS: usize = 5000;
 /// A point waits at most this long for a batch to fill.
 pub const LINGER: Duration = Duration::from_secs(1);
+/// A refusal is logged at most once per this; the ones between are counted into the next.
+pub const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
 /// The topic the outbox's entries carry: only these are taken back from the spool.
 pub const OUTBOX_TOPIC: &str = "influx";
 
@@ -87,6 +89,9 @@ pub struct InfluxDelivery {
     /// The sink is gone: write what is queued without waiting for a batch to fill.
     flushing: bool,
     failures: u64,
+    /// When a refusal was last logged, and the points refused since (not logged).
+    refusal_logged_at: Option<Instant>,
+    refusals_unlogged: u64,
     report: InfluxReport,
     /// `host:port`, for the log.
     server: String,
@@ -110,6 +115,8 @@ impl InfluxDelivery {
             queued_points,
             flushing: false,
             failures: 0,
+            refusal_logged_at: None,
+            refusals_unlogged: 0,
             report: InfluxReport::default(),
             server,
         }
@@ -186,11 +193,13 @@ impl InfluxDelivery {
                 // InfluxDB wrote the others; the message names the field and the point's
                 // measurement ("field type conflict: input field \"x\" on measurement ...").
                 let refused = dropped_count(&message).unwrap_or(1).min(flight.points);
-                warn!(
-                    "InfluxDB {} refused {refused} of {} points ({status}): {message}; the other \
-                     points were written",
-                    self.server, flight.points
-                );
+                if let Some(earlier) = self.log_refusal(now, refused) {
+                    warn!(
+                        "InfluxDB {} refused {refused} of {} points ({status}): {message}; the \
+                         other points were written{earlier}",
+                        self.server, flight.points
+                    );
+                }
                 self.report.refused += refused as u64;
                 self.report.written += (flight.points - refused) as u64;
                 self.done(&flight);
@@ -213,11 +222,13 @@ impl InfluxDelivery {
                     .and_then(|i| self.outbox.get(i))
                     .map(|e| e.payload.lines().next().unwrap_or("").to_string())
                     .unwrap_or_default();
-                warn!(
-                    "InfluxDB {} refused a point ({status}): {message}; dropped it: {}",
-                    self.server,
-                    shorten(&first_line)
-                );
+                if let Some(earlier) = self.log_refusal(now, flight.points) {
+                    warn!(
+                        "InfluxDB {} refused a point ({status}): {message}; dropped it: {}{earlier}",
+                        self.server,
+                        shorten(&first_line)
+                    );
+                }
                 self.report.refused += flight.points as u64;
                 self.done(&flight);
                 self.end_search();
@@ -293,6 +304,26 @@ impl InfluxDelivery {
         if self.outbox.is_empty() {
             self.oldest_at = None;
         }
+    }
+
+    /// Whether to log a refusal of `points` now (with what to add about the ones not logged), or
+    /// count it for the next message: a meter whose every point conflicts writes one line a
+    /// minute, not one a second.
+    fn log_refusal(&mut self, now: Instant, points: usize) -> Option<String> {
+        if self
+            .refusal_logged_at
+            .is_some_and(|t| now < t + REFUSAL_LOG_PERIOD)
+        {
+            self.refusals_unlogged += points as u64;
+            return None;
+        }
+        self.refusal_logged_at = Some(now);
+        let earlier = std::mem::take(&mut self.refusals_unlogged);
+        Some(if earlier > 0 {
+            format!(" ({earlier} more points refused since the last message)")
+        } else {
+            String::new()
+        })
     }
 
     fn end_search(&mut self) {
@@ -454,6 +485,17 @@ mod tests {
         let w = d.poll_write(t0).unwrap();
         assert_eq!(w.body, point(1) + &point(2));
         assert_eq!(d.report().dropped, 1);
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_and_the_rest_counted() {
+        let t0 = Instant::now();
+        let mut d = delivery(t0);
+        assert_eq!(d.log_refusal(t0, 1).as_deref(), Some(""));
+        assert_eq!(d.log_refusal(t0 + Duration::from_secs(1), 2), None);
+        assert_eq!(d.log_refusal(t0 + Duration::from_secs(59), 1), None);
+        let next = d.log_refusal(t0 + REFUSAL_LOG_PERIOD, 1).unwrap();
+        assert!(next.contains("3 more points refused"), "{next}");
     }
 
     #[test]
