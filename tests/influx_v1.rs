@@ -375,3 +375,42 @@ fn influx_unstarted(spool: Option<PathBuf>) -> InfluxConfig {
         spool,
     }
 }
+
+#[test]
+fn https_uses_the_same_ca_file_as_mqtt_and_refuses_a_server_it_cannot_verify() {
+    if !have_influxd() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let Some(pki) = influx_support::make_pki(certs.path()) else {
+        return;
+    };
+    let server = Influxd::start_with("sml", Some(&pki));
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture.txt");
+    std::fs::write(&capture, "1.5 1\n2.5 1\n").unwrap();
+    let run = |ca: Option<PathBuf>| {
+        let mut config = influx(&server, "sml", None);
+        assert!(config.url.tls, "{:?}", config.url);
+        config.tls.ca = ca;
+        config.retry_cap = Duration::from_secs(1);
+        start_sml(run_config(
+            ONE_METER,
+            vec![(1, Source::Replay(capture.clone()))],
+            SinkConfig::Influx {
+                influx: Box::new(config),
+                mqtt: None,
+            },
+        ))
+        .join()
+        .influx
+        .unwrap()
+    };
+    // The system's roots do not know the test CA: nothing is written.
+    let untrusted = run(None);
+    assert_eq!((untrusted.written, untrusted.left_queued), (0, 2));
+    let trusted = run(Some(pki.ca.clone()));
+    assert_eq!((trusted.written, trusted.left_queued), (2, 0));
+    let rows = server.rows("sml", "SELECT enrg FROM \"EON\"");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+}

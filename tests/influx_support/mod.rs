@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,11 +35,100 @@ pub struct Influxd {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     child: Option<Child>,
+    /// `https` when started with a certificate.
+    scheme: &'static str,
+    agent: ureq::Agent,
+}
+
+/// A server certificate for 127.0.0.1 and the CA that signed it, made with `openssl`.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `None` (and a line saying so) when `openssl` is not installed.
+pub fn make_pki(dir: &Path) -> Option<TestPki> {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let made = run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sml test CA",
+    ]) && run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]) && run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    if !made {
+        eprintln!("skipped: openssl is not installed (or failed) to make test certificates");
+        return None;
+    }
+    Some(TestPki {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    })
 }
 
 impl Influxd {
     /// A fresh server with database `db`.
     pub fn start(db: &str) -> Influxd {
+        Influxd::start_with(db, None)
+    }
+
+    /// A fresh server with database `db`, serving HTTPS with `pki`'s certificate when given.
+    pub fn start_with(db: &str, pki: Option<&TestPki>) -> Influxd {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let rpc_port = free_port();
@@ -49,17 +139,38 @@ impl Influxd {
                 "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
                  [meta]\n  dir = \"{meta}\"\n\
                  [data]\n  dir = \"{data}\"\n  wal-dir = \"{wal}\"\n  query-log-enabled = false\n\
-                 [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n",
+                 [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n{tls}",
+                tls = pki.map_or(String::new(), |p| format!(
+                    "  https-enabled = true\n  https-certificate = \"{}\"\n  \
+                     https-private-key = \"{}\"\n",
+                    p.cert.display(),
+                    p.key.display()
+                )),
                 meta = d.join("meta").display(),
                 data = d.join("data").display(),
                 wal = d.join("wal").display(),
             ),
         )
         .unwrap();
+        let agent = match pki {
+            None => ureq::agent(),
+            Some(p) => {
+                let files = sml::publish::mqtt::TlsFiles {
+                    ca: Some(p.ca.clone()),
+                    ..Default::default()
+                };
+                let tls = sml::publish::mqtt::tls_config(&files).unwrap();
+                ureq::AgentBuilder::new()
+                    .tls_config(std::sync::Arc::new(tls))
+                    .build()
+            }
+        };
         let mut s = Influxd {
             dir,
             http_port,
             child: None,
+            scheme: if pki.is_some() { "https" } else { "http" },
+            agent,
         };
         s.resume();
         s.query("", &format!("CREATE DATABASE \"{db}\""));
@@ -67,7 +178,7 @@ impl Influxd {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.http_port)
     }
 
     /// Start the server (again) on the same directories and port; waits until it answers.
@@ -89,7 +200,12 @@ impl Influxd {
         );
         let end = Instant::now() + Duration::from_secs(60);
         while Instant::now() < end {
-            if ureq::get(&format!("{}/ping", self.url())).call().is_ok() {
+            if self
+                .agent
+                .get(&format!("{}/ping", self.url()))
+                .call()
+                .is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -113,7 +229,9 @@ impl Influxd {
 
     /// An InfluxQL statement; the JSON answer (timestamps in nanoseconds).
     pub fn query(&self, db: &str, q: &str) -> Value {
-        let answer = ureq::post(&format!("{}/query", self.url()))
+        let answer = self
+            .agent
+            .post(&format!("{}/query", self.url()))
             .query("db", db)
             .query("epoch", "ns")
             .send_form(&[("q", q)])
@@ -152,7 +270,8 @@ impl Influxd {
 
     /// Line protocol straight into `db` (to set a field's type before sml writes).
     pub fn write(&self, db: &str, lines: &str) {
-        ureq::post(&format!("{}/write", self.url()))
+        self.agent
+            .post(&format!("{}/write", self.url()))
             .query("db", db)
             .send_string(lines)
             .unwrap_or_else(|e| panic!("write {lines}: {e}"));
