@@ -290,7 +290,20 @@ pub async fn run(
     drop(sink);
     // The InfluxDB thread drains (at most a few seconds) off the runtime thread.
     let influx = match influx_task {
-        Some(task) => tokio::task::spawn_blocking(move || task.join()).await.ok(),
+        Some(task) => match tokio::task::spawn_blocking(move || task.join()).await {
+            Ok(Ok(report)) => Some(report),
+            Ok(Err(message)) => {
+                result?;
+                return Err(RunError::Panicked {
+                    task: "the InfluxDB sink".into(),
+                    message,
+                });
+            }
+            Err(e) => {
+                result?;
+                return Err(join_failure("the InfluxDB sink".into(), e));
+            }
+        },
         None => None,
     };
     let mqtt_ended = match (mqtt_ended, mqtt_task) {

@@ -147,11 +147,15 @@ impl Sink for InfluxSink {
 pub struct InfluxTask(JoinHandle<InfluxReport>);
 
 impl InfluxTask {
-    /// Blocks until the thread has drained: call it off the runtime thread.
-    pub fn join(self) -> InfluxReport {
-        self.0.join().unwrap_or_else(|_| {
-            error!("the InfluxDB sink's thread panicked");
-            InfluxReport::default()
+    /// Blocks until the thread has drained: call it off the runtime thread. `Err` with the panic's
+    /// message when the thread panicked.
+    pub fn join(self) -> Result<InfluxReport, String> {
+        self.0.join().map_err(|payload| {
+            payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into())
         })
     }
 }
