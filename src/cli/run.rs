@@ -56,7 +56,7 @@ pub struct Args {
     /// `mqtt://host[:port]` or `mqtts://host[:port]`; without it, SENSOR JSON goes to stdout.
     #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
-    /// CA certificates (PEM) for mqtts://; the system's roots by default.
+    /// CA certificates (PEM) for mqtts:// and an https:// --influx; the system's roots by default.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for brokers that ask for one.
@@ -86,7 +86,8 @@ pub struct Args {
     /// MQTT keep-alive in seconds (default 30, Tasmota's).
     #[arg(long, value_name = "SECS")]
     pub keep_alive: Option<u64>,
-    /// Longest wait between two broker connect attempts, seconds (Tasmota's MqttRetry, default 10).
+    /// Longest wait between two broker connect attempts, seconds (Tasmota's MqttRetry, default 10);
+    /// InfluxDB writes are retried likewise.
     #[arg(long, value_name = "SECS")]
     pub mqtt_retry: Option<u64>,
     /// Seconds between SENSOR/STATE publications, 10..3600 (Tasmota's TelePeriod, default 300).
@@ -103,10 +104,11 @@ pub struct Args {
     /// Replay speed of `file:` sources: a factor of the line's byte rate (default 1) or `max`.
     #[arg(long, value_name = "FACTOR|max")]
     pub replay_speed: Option<String>,
-    /// Keep payloads waiting for the broker in DIR/outbox.jsonl, so a restart loses none.
+    /// Keep payloads waiting for the broker in DIR/outbox.jsonl (for InfluxDB in
+    /// DIR/influx/outbox.jsonl), so a restart loses none.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Payloads kept while the broker is away (oldest dropped beyond; default 10000).
+    /// Payloads kept while the broker (or InfluxDB) is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
     /// Write the SENSOR values to InfluxDB too (or alone, without --broker): `http://host:8086`
