@@ -9,6 +9,11 @@
 //!     cargo run --release --example influx_load -- http://127.0.0.1:8086 load 1000 30
 //!
 //! The database should be empty: points are counted with `count(power)` over every meter.
+//!
+//! Measured on the 2-core development machine (other builds running), release, 30 s / 20 s:
+//! 1,000 meters: MQTT only 5.8 % of one core, RSS 19.6 MB; InfluxDB only 5.0 %, RSS 20.7 MB,
+//! 30,000 of 30,000 points written (999 points/s). 2,000 meters: MQTT only 11.8 %, 33.9 MB;
+//! InfluxDB only 8.8 %, 35.7 MB, 40,000 of 40,000 points (2,000 points/s).
 
 mod common;
 
