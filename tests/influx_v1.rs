@@ -16,6 +16,7 @@ use influx_support::{compile, have_influxd, Influxd};
 use serialport::{SerialPort, TTYPort};
 use sml::link::{Binding, Source};
 use sml::publish::influx::{InfluxConfig, Target};
+use sml::publish::mqtt::Secret;
 use sml::runner::SinkConfig;
 
 /// sml's log lines, for the tests that check what it said.
@@ -385,7 +386,8 @@ fn https_uses_the_same_ca_file_as_mqtt_and_refuses_a_server_it_cannot_verify() {
     let Some(pki) = influx_support::make_pki(certs.path()) else {
         return;
     };
-    let server = Influxd::start_with("sml", Some(&pki));
+    capture_log();
+    let server = Influxd::start_with("sml", Some(&pki), None);
     let dir = tempfile::tempdir().unwrap();
     let capture = dir.path().join("capture.txt");
     std::fs::write(&capture, "1.5 1\n2.5 1\n").unwrap();
@@ -409,8 +411,64 @@ fn https_uses_the_same_ca_file_as_mqtt_and_refuses_a_server_it_cannot_verify() {
     // The system's roots do not know the test CA: nothing is written.
     let untrusted = run(None);
     assert_eq!((untrusted.written, untrusted.left_queued), (0, 2));
+    assert!(
+        !log_lines_with("UnknownIssuer").is_empty(),
+        "the log says why the server was not trusted"
+    );
     let trusted = run(Some(pki.ca.clone()));
     assert_eq!((trusted.written, trusted.left_queued), (2, 0));
     let rows = server.rows("sml", "SELECT enrg FROM \"EON\"");
     assert_eq!(rows.len(), 2, "{rows:?}");
+}
+
+#[test]
+fn a_1x_login_is_sent_as_basic_auth_and_a_wrong_password_keeps_the_points_without_logging_it() {
+    if !have_influxd() {
+        return;
+    }
+    capture_log();
+    let server = Influxd::start_with("sml", None, Some(("meter", "s3cret-pw")));
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("capture.txt");
+    std::fs::write(&capture, "1.5 1\n").unwrap();
+    let run = |password: &str| {
+        let mut config = influx(&server, "sml", None);
+        config.target = Target::V1 {
+            database: "sml".into(),
+            user: Some("meter".into()),
+            password: Some(Secret::new(password.into())),
+        };
+        config.retry_cap = Duration::from_secs(1);
+        start_sml(run_config(
+            ONE_METER,
+            vec![(1, Source::Replay(capture.clone()))],
+            SinkConfig::Influx {
+                influx: Box::new(config),
+                mqtt: None,
+            },
+        ))
+        .join()
+        .influx
+        .unwrap()
+    };
+    let refused = run("wrong-pw-xyz");
+    assert_eq!(
+        (refused.written, refused.left_queued),
+        (0, 1),
+        "{refused:?}"
+    );
+    let said = log_lines_with("HTTP 401");
+    assert!(!said.is_empty(), "the refusal is in the log");
+    let log = String::from_utf8_lossy(&LOG.lock().unwrap()).to_string();
+    assert!(
+        !log.contains("wrong-pw-xyz") && !log.contains("s3cret-pw"),
+        "{log}"
+    );
+    let written = run("s3cret-pw");
+    assert_eq!(
+        (written.written, written.left_queued),
+        (1, 0),
+        "{written:?}"
+    );
+    assert_eq!(server.rows("sml", "SELECT enrg FROM \"EON\"").len(), 1);
 }

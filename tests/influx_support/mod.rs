@@ -38,6 +38,8 @@ pub struct Influxd {
     /// `https` when started with a certificate.
     scheme: &'static str,
     agent: ureq::Agent,
+    /// `Authorization` for the test's own queries when the server checks logins.
+    admin: Option<String>,
 }
 
 /// A server certificate for 127.0.0.1 and the CA that signed it, made with `openssl`.
@@ -124,11 +126,12 @@ pub fn make_pki(dir: &Path) -> Option<TestPki> {
 impl Influxd {
     /// A fresh server with database `db`.
     pub fn start(db: &str) -> Influxd {
-        Influxd::start_with(db, None)
+        Influxd::start_with(db, None, None)
     }
 
-    /// A fresh server with database `db`, serving HTTPS with `pki`'s certificate when given.
-    pub fn start_with(db: &str, pki: Option<&TestPki>) -> Influxd {
+    /// A fresh server with database `db`, serving HTTPS with `pki`'s certificate when given, and
+    /// checking logins with `admin` (user, password) as its administrator when given.
+    pub fn start_with(db: &str, pki: Option<&TestPki>, admin: Option<(&str, &str)>) -> Influxd {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let rpc_port = free_port();
@@ -139,7 +142,9 @@ impl Influxd {
                 "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc_port}\"\n\
                  [meta]\n  dir = \"{meta}\"\n\
                  [data]\n  dir = \"{data}\"\n  wal-dir = \"{wal}\"\n  query-log-enabled = false\n\
-                 [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n{tls}",
+                 [http]\n  bind-address = \"127.0.0.1:{http_port}\"\n  log-enabled = false\n\
+                 auth-enabled = {auth}\n{tls}",
+                auth = admin.is_some(),
                 tls = pki.map_or(String::new(), |p| format!(
                     "  https-enabled = true\n  https-certificate = \"{}\"\n  \
                      https-private-key = \"{}\"\n",
@@ -171,8 +176,20 @@ impl Influxd {
             child: None,
             scheme: if pki.is_some() { "https" } else { "http" },
             agent,
+            admin: None,
         };
         s.resume();
+        if let Some((user, password)) = admin {
+            // The first user may be made without logging in, and must be an administrator.
+            s.query(
+                "",
+                &format!("CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"),
+            );
+            use base64::Engine;
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            s.admin = Some(format!("Basic {basic}"));
+        }
         s.query("", &format!("CREATE DATABASE \"{db}\""));
         s
     }
@@ -229,9 +246,11 @@ impl Influxd {
 
     /// An InfluxQL statement; the JSON answer (timestamps in nanoseconds).
     pub fn query(&self, db: &str, q: &str) -> Value {
-        let answer = self
-            .agent
-            .post(&format!("{}/query", self.url()))
+        let mut request = self.agent.post(&format!("{}/query", self.url()));
+        if let Some(auth) = &self.admin {
+            request = request.set("Authorization", auth);
+        }
+        let answer = request
             .query("db", db)
             .query("epoch", "ns")
             .send_form(&[("q", q)])

@@ -369,11 +369,20 @@ impl Client {
                     _ => Answer::Refused { status, message },
                 }
             }
-            // Not the error's Display: it quotes the URL.
-            Err(ureq::Error::Transport(t)) => Answer::Unavailable(match t.message() {
-                Some(m) => format!("{}: {m}", t.kind()),
-                None => t.kind().to_string(),
-            }),
+            // Not the error's Display: it quotes the URL. Its causes say what went wrong (a
+            // refused connection, a certificate from an unknown issuer).
+            Err(ureq::Error::Transport(t)) => {
+                let mut why = match t.message() {
+                    Some(m) => format!("{}: {m}", t.kind()),
+                    None => t.kind().to_string(),
+                };
+                let mut cause = std::error::Error::source(&t);
+                while let Some(c) = cause {
+                    why.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                Answer::Unavailable(why)
+            }
         }
     }
 }
