@@ -8,47 +8,15 @@ mod influx_support;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{line_decoders, start_sml, wait_for};
-use influx_support::{compile, have_influxd, Influxd};
+use influx_support::{capture_log, compile, have_influxd, log_lines_with, Influxd, LOG};
 use serialport::{SerialPort, TTYPort};
 use sml::link::{Binding, Source};
 use sml::publish::influx::{InfluxConfig, Target};
 use sml::publish::mqtt::Secret;
 use sml::runner::SinkConfig;
-
-/// sml's log lines, for the tests that check what it said.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        std::io::stderr().write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_log() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("sml=debug")
-        .with_ansi(false)
-        .with_writer(|| LogWriter)
-        .try_init();
-}
-
-fn log_lines_with(needle: &str) -> Vec<String> {
-    String::from_utf8_lossy(&LOG.lock().unwrap())
-        .lines()
-        .filter(|l| l.contains(needle))
-        .map(str::to_string)
-        .collect()
-}
 
 fn influx(server: &Influxd, db: &str, spool: Option<PathBuf>) -> InfluxConfig {
     InfluxConfig {
@@ -152,12 +120,15 @@ fn influxdb_stopped_for_ten_seconds_loses_no_point_and_moves_no_timestamp() {
     let path = slave.name().unwrap();
     let running = start_sml(run_config(
         ONE_METER,
-        vec![(1, Source::Serial(path.into()))],
+        vec![(1, Source::Serial(path.clone().into()))],
         SinkConfig::Influx {
             influx: Box::new(influx(&server, "sml", Some(spool.path().to_path_buf()))),
             mqtt: None,
         },
     ));
+    assert!(wait_for(Duration::from_secs(10), || {
+        !log_lines_with(&format!("={path}): open")).is_empty()
+    }));
     // A telegram every 250 ms: 3 s up, 10 s down, 3 s up again.
     let mut sent: Vec<(u32, SystemTime)> = vec![];
     let mut i = 0u32;
@@ -260,9 +231,12 @@ fn a_point_whose_field_type_conflicts_is_dropped_alone_with_one_log_line_naming_
             mqtt: None,
         },
     ));
-    // Both links open (a pty's bytes written before are flushed by the open).
+    // Both links open.
+    let (a_path, b_path) = (a_slave.name().unwrap(), b_slave.name().unwrap());
     assert!(wait_for(Duration::from_secs(10), || {
-        log_lines_with("open (9600 8N1)").len() >= 2
+        [&a_path, &b_path]
+            .iter()
+            .all(|p| !log_lines_with(&format!("={p}): open")).is_empty())
     }));
     // One bad point in the middle of good ones, within one batch.
     for n in 0..6 {

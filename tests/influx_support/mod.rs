@@ -2,12 +2,45 @@
 //! loopback ports (stopped and started again on the same data), and its HTTP query API.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// sml's log lines, for the tests that check what it said.
+pub static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOG.lock().unwrap().extend_from_slice(buf);
+        std::io::stderr().write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn capture_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("sml=debug")
+        .with_ansi(false)
+        .with_writer(|| LogWriter)
+        .try_init();
+}
+
+pub fn log_lines_with(needle: &str) -> Vec<String> {
+    String::from_utf8_lossy(&LOG.lock().unwrap())
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
 
 /// Whether `influxd` is installed; tests skip (with a line saying so) when it is not.
 pub fn have_influxd() -> bool {
