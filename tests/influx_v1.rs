@@ -155,8 +155,7 @@ fn influxdb_stopped_for_ten_seconds_loses_no_point_and_moves_no_timestamp() {
     while start.elapsed() < Duration::from_secs(3) {
         telegram(&mut master, &mut sent);
     }
-    // Each telegram's point, by its value. Besides them, the teleperiod's SENSOR (the first comes
-    // a few seconds after the start) repeats a value at its own time.
+    // Each telegram's point, by its value.
     let points = || {
         let mut by_value = std::collections::BTreeMap::new();
         for r in server.rows("sml", "SELECT enrg FROM \"EON\" ORDER BY time") {
@@ -179,6 +178,9 @@ fn influxdb_stopped_for_ten_seconds_loses_no_point_and_moves_no_timestamp() {
     );
 
     let points = points();
+    // The teleperiod's SENSOR repeats the last telegram's point with its read time: no new one.
+    let all = server.rows("sml", "SELECT enrg FROM \"EON\"");
+    assert_eq!(all.len(), sent.len(), "{all:?}");
     let mut during_outage = 0;
     for (n, sent_at) in &sent {
         let value = *n as f64 + 0.5;
@@ -264,9 +266,9 @@ fn a_point_whose_field_type_conflicts_is_dropped_alone_with_one_log_line_naming_
     a_master.write_all(b"9.5\n").unwrap();
     assert!(wait_for(Duration::from_secs(30), || a_count() == 7));
     let report = running.stop().influx.unwrap();
-    assert_eq!(
-        (report.written, report.refused, report.left_queued),
-        (7, 1, 0),
+    // A teleperiod on a slow machine would repeat the points (same timestamps): more counted.
+    assert!(
+        report.written >= 7 && report.refused >= 1 && report.left_queued == 0,
         "{report:?}"
     );
     let b = server.rows("conflict", "SELECT * FROM \"B\"");

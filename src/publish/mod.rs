@@ -12,7 +12,10 @@ pub mod spool;
 pub mod stdout;
 pub mod topics;
 
+use std::time::SystemTime;
+
 use crate::engine::scheduler::Publication;
+use crate::script::model::MeterIndex;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -40,6 +43,10 @@ pub enum PublishError {
 /// Where publications go. `publish` must not block on a network.
 pub trait Sink {
     fn publish(&mut self, p: Publication) -> Result<(), PublishError>;
+
+    /// Meter `meter`'s telegram was read at `at`, before the publications it causes. A sink that
+    /// stamps values with their read time (InfluxDB) keeps it; the others need not.
+    fn handle_read(&mut self, _meter: MeterIndex, _at: SystemTime) {}
 }
 
 /// A sink that keeps everything, for tests of the engine and the run loop.
@@ -70,5 +77,11 @@ impl Sink for FanOut {
             sink.publish(p.clone())?;
         }
         last.publish(p)
+    }
+
+    fn handle_read(&mut self, meter: MeterIndex, at: SystemTime) {
+        for sink in &mut self.0 {
+            sink.handle_read(meter, at);
+        }
     }
 }

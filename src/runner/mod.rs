@@ -245,6 +245,10 @@ pub async fn run(
                     let Some(ev) = ev else { return Ok(()) };
                     match ev.kind {
                         LinkEventKind::Telegram(t) => {
+                            let read = std::time::SystemTime::now()
+                                .checked_sub(ev.at.elapsed())
+                                .unwrap_or_else(std::time::SystemTime::now);
+                            sink.handle_read(ev.meter, read);
                             let wall = chrono::Local::now().naive_local();
                             for p in engine.handle_telegram(ev.at, &wall, ev.meter, &t) {
                                 sink.publish(p)?;

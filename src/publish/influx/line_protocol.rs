@@ -5,7 +5,8 @@ already applied there) and the engine stays untouched.
 
 One point per meter prefix: measurement = the prefix (`EON`), tags `topic` (Tasmota's %topic%) and
 `meter` (the meter number, or numbers joined with `+` when meters share a prefix), fields = the JSON
-names, numbers as floats, `@#` captures as strings, timestamp in nanoseconds.
+names, numbers as floats, `@#` captures as strings, timestamp in nanoseconds (given per prefix by
+the caller: when the prefix's latest telegram was read).
 */
 
 use std::collections::HashMap;
@@ -52,12 +53,13 @@ pub enum LineError {
     NotObject,
 }
 
-/// The points of one SENSOR payload, one line each (`\n`-terminated); the number of points.
+/// The points of one SENSOR payload, one line each (`\n`-terminated), each prefix's stamped with
+/// `timestamp_ns(prefix)`; the number of points.
 pub fn sensor_to_lines(
     payload: &str,
     topic: &str,
     meters: &MeterTags,
-    timestamp_ns: i128,
+    timestamp_ns: impl Fn(&str) -> i128,
     out: &mut String,
 ) -> Result<usize, LineError> {
     let json: Value =
@@ -119,7 +121,7 @@ pub fn sensor_to_lines(
             out.truncate(start);
             continue;
         }
-        let _ = writeln!(out, " {timestamp_ns}");
+        let _ = writeln!(out, " {}", timestamp_ns(prefix));
         points += 1;
     }
     Ok(points)
@@ -154,7 +156,7 @@ mod tests {
             payload,
             "myelectricmeter",
             &tags(),
-            1_700_000_000_123_456_789,
+            |_| 1_700_000_000_123_456_789,
             &mut out,
         )
         .unwrap();
@@ -186,7 +188,7 @@ mod tests {
         let mut out = String::new();
         let mut t = MeterTags::default();
         t.insert("a b,c", "2+3");
-        sensor_to_lines(r#"{"a b,c":{"x=y z":1.5}}"#, "t o", &t, 5, &mut out).unwrap();
+        sensor_to_lines(r#"{"a b,c":{"x=y z":1.5}}"#, "t o", &t, |_| 5, &mut out).unwrap();
         assert_eq!(out, "a\\ b\\,c,meter=2+3,topic=t\\ o x\\=y\\ z=1.5 5\n");
     }
 
@@ -199,11 +201,11 @@ mod tests {
     #[test]
     fn a_payload_that_is_not_json_is_an_error_not_a_point() {
         let mut out = String::new();
-        let e = sensor_to_lines("{nope", "t", &tags(), 0, &mut out).unwrap_err();
+        let e = sensor_to_lines("{nope", "t", &tags(), |_| 0, &mut out).unwrap_err();
         assert!(matches!(e, LineError::NotJson(_)), "{e}");
         assert!(out.is_empty());
         assert_eq!(
-            sensor_to_lines("[1]", "t", &tags(), 0, &mut out),
+            sensor_to_lines("[1]", "t", &tags(), |_| 0, &mut out),
             Err(LineError::NotObject)
         );
     }

@@ -8,14 +8,17 @@ that sends the writes over HTTP(S) with a blocking client (`ureq`, rustls) and w
 so neither the network nor the spool's disk ever holds up the runtime that serves the meters.
 The engine's side, [`InfluxSink`], only pushes into a channel.
 
-Each point's timestamp is the moment the engine handed the payload over: with `--every-telegram`
-the moment its telegram was decoded; at a teleperiod, the teleperiod's. A point that waited for
-InfluxDB (an outage, a restart of sml with `--spool`) keeps it.
+Each point's timestamp is when its meter's latest telegram was read (the runner tells the sink
+through [`Sink::handle_read`]), so a teleperiod's SENSOR repeats a telegram's point with the same
+timestamp instead of inventing a sample; values no telegram brought (none read yet) take the
+publication's time. A point that waited for InfluxDB (an outage, a restart of sml with `--spool`)
+keeps its timestamp.
 */
 
 pub mod delivery;
 pub mod line_protocol;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -32,7 +35,7 @@ use super::outbox::Outbox;
 use super::{PublishError, Sink};
 use crate::backoff::Backoff;
 use crate::engine::scheduler::Publication;
-use crate::script::model::Script;
+use crate::script::model::{MeterIndex, Script};
 
 pub use self::delivery::InfluxReport;
 
@@ -124,9 +127,17 @@ pub struct InfluxConfig {
     pub spool: Option<PathBuf>,
 }
 
-/// The engine's side: stamps each SENSOR payload with the time and hands it over, never waiting.
+/// What the engine's side hands to the sink's thread.
+enum Message {
+    /// A meter's telegram was read then.
+    Read(MeterIndex, SystemTime),
+    /// A SENSOR payload, published then.
+    Sensor(SystemTime, String),
+}
+
+/// The engine's side: hands SENSOR payloads and telegram read times over, never waiting.
 pub struct InfluxSink {
-    tx: Sender<(SystemTime, String)>,
+    tx: Sender<Message>,
 }
 
 impl Sink for InfluxSink {
@@ -134,11 +145,16 @@ impl Sink for InfluxSink {
         match p {
             Publication::Sensor(payload) => self
                 .tx
-                .send((SystemTime::now(), payload))
+                .send(Message::Sensor(SystemTime::now(), payload))
                 .map_err(|_| PublishError::InfluxGone),
             // STATE is about sml's uptime and the link, not a meter's values.
             Publication::State(_) => Ok(()),
         }
+    }
+
+    fn handle_read(&mut self, meter: MeterIndex, at: SystemTime) {
+        // A gone thread shows at the next publish.
+        let _ = self.tx.send(Message::Read(meter, at));
     }
 }
 
@@ -168,6 +184,11 @@ pub fn start(
     let client = Client::new(&config)?;
     let outbox = outbox_for(&config)?;
     let meters = MeterTags::from_script(script);
+    let prefixes: HashMap<MeterIndex, String> = script
+        .meters
+        .iter()
+        .filter_map(|m| Some((m.index, m.prefix.clone()?)))
+        .collect();
     let (tx, rx) = mpsc::channel();
     let reconnect = Backoff {
         first: FIRST_RETRY,
@@ -183,6 +204,8 @@ pub fn start(
                 delivery,
                 client,
                 meters,
+                prefixes,
+                read_at: HashMap::new(),
                 topic,
                 bad_payloads: 0,
             }
@@ -220,12 +243,15 @@ struct Worker {
     delivery: InfluxDelivery,
     client: Client,
     meters: MeterTags,
+    /// Each meter's prefix, and when a telegram of that prefix was last read.
+    prefixes: HashMap<MeterIndex, String>,
+    read_at: HashMap<String, SystemTime>,
     topic: String,
     bad_payloads: u64,
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<(SystemTime, String)>) -> InfluxReport {
+    fn run(mut self, rx: Receiver<Message>) -> InfluxReport {
         let mut drain_until: Option<Instant> = None;
         loop {
             let now = Instant::now();
@@ -233,8 +259,8 @@ impl Worker {
                 let answer = self.client.write(&write.body);
                 self.delivery.handle_answer(Instant::now(), answer);
                 // Take what arrived meanwhile before the next write.
-                while let Ok((at, payload)) = rx.try_recv() {
-                    self.take(at, payload);
+                while let Ok(message) = rx.try_recv() {
+                    self.take(message);
                 }
                 continue;
             }
@@ -257,7 +283,7 @@ impl Worker {
                 continue;
             }
             match rx.recv_timeout(wait) {
-                Ok((at, payload)) => self.take(at, payload),
+                Ok(message) => self.take(message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     drain_until = Some(Instant::now() + DRAIN_ON_EXIT);
@@ -281,12 +307,23 @@ impl Worker {
         report
     }
 
-    fn take(&mut self, at: SystemTime, payload: String) {
-        let ns = at
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i128);
+    fn take(&mut self, message: Message) {
+        let (published, payload) = match message {
+            Message::Read(meter, at) => {
+                if let Some(prefix) = self.prefixes.get(&meter) {
+                    self.read_at.insert(prefix.clone(), at);
+                }
+                return;
+            }
+            Message::Sensor(at, payload) => (at, payload),
+        };
+        let ns = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i128)
+        };
+        let stamp = |prefix: &str| ns(self.read_at.get(prefix).copied().unwrap_or(published));
         let mut lines = String::new();
-        match sensor_to_lines(&payload, &self.topic, &self.meters, ns, &mut lines) {
+        match sensor_to_lines(&payload, &self.topic, &self.meters, stamp, &mut lines) {
             Ok(_) => self.delivery.handle_points(Instant::now(), lines),
             Err(e) => {
                 // The engine makes these payloads: this is a bug, said once in a while.
