@@ -1,10 +1,11 @@
 /*!
-The command line: `sml check`, `sml decode`, `sml run`. Raw clap arguments live here; each
+The command line: `sml check`, `sml decode`, `sml run`, `sml dashboard`. Raw clap arguments live here; each
 subcommand's module resolves them into a validated configuration and runs it. Errors surface as
 `anyhow` only in this layer.
 */
 
 pub mod check;
+pub mod dashboard;
 pub mod decode;
 pub mod run;
 
@@ -35,6 +36,8 @@ pub enum Command {
     /// Exits 0 when stopped or when every capture was read and published, 2 when the options are
     /// refused, 1 when the run fails (payloads not delivered, a link that failed for good).
     Run(Box<run::Args>),
+    /// Print a Grafana dashboard (JSON) for what `sml run --influx` writes from a script.
+    Dashboard(dashboard::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -43,6 +46,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::execute(a),
         Command::Decode(a) => decode::execute(a),
         Command::Run(a) => run::execute(*a),
+        Command::Dashboard(a) => dashboard::execute(a),
     };
     match result {
         Ok(code) => code,

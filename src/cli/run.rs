@@ -31,6 +31,7 @@ use crate::engine::scheduler::{
 use crate::http::HttpConfig;
 use crate::link::{Binding, ReplaySpeed, Source};
 use crate::publish::discovery::{DiscoveryConfig, DEFAULT_HA_PREFIX};
+use crate::publish::influx::{InfluxConfig, InfluxUrl, Target};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
 use crate::runner::{default_decoders, Frontends, RunConfig, SinkConfig};
@@ -57,7 +58,7 @@ pub struct Args {
     /// `mqtt://host[:port]` or `mqtts://host[:port]`; without it, SENSOR JSON goes to stdout.
     #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
-    /// CA certificates (PEM) for mqtts://; the system's roots by default.
+    /// CA certificates (PEM) for mqtts:// and an https:// --influx; the system's roots by default.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for brokers that ask for one.
@@ -87,7 +88,8 @@ pub struct Args {
     /// MQTT keep-alive in seconds (default 30, Tasmota's).
     #[arg(long, value_name = "SECS")]
     pub keep_alive: Option<u64>,
-    /// Longest wait between two broker connect attempts, seconds (Tasmota's MqttRetry, default 10).
+    /// Longest wait between two broker connect attempts, seconds (Tasmota's MqttRetry, default 10);
+    /// InfluxDB writes are retried likewise.
     #[arg(long, value_name = "SECS")]
     pub mqtt_retry: Option<u64>,
     /// Seconds between SENSOR/STATE publications, 10..3600 (Tasmota's TelePeriod, default 300).
@@ -104,10 +106,11 @@ pub struct Args {
     /// Replay speed of `file:` sources: a factor of the line's byte rate (default 1) or `max`.
     #[arg(long, value_name = "FACTOR|max")]
     pub replay_speed: Option<String>,
-    /// Keep payloads waiting for the broker in DIR/outbox.jsonl, so a restart loses none.
+    /// Keep payloads waiting for the broker in DIR/outbox.jsonl (for InfluxDB in
+    /// DIR/influx/outbox.jsonl), so a restart loses none.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
-    /// Payloads kept while the broker is away (oldest dropped beyond; default 10000).
+    /// Payloads kept while the broker (or InfluxDB) is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
     /// A variable of the host script a meter file is pasted into, for `%NAME%` in `>M` lines
@@ -136,6 +139,28 @@ pub struct Args {
     /// File holding the password of the --http pages (basic auth, user `admin`).
     #[arg(long, value_name = "FILE")]
     pub http_password_file: Option<PathBuf>,
+    /// Write the SENSOR values to InfluxDB too (or alone, without --broker): `http://host:8086`
+    /// or `https://...`. In the file: an `[influx]` table (`url`, `db`, `user`, ...).
+    #[arg(long, value_name = "URL")]
+    pub influx: Option<String>,
+    /// InfluxDB 1.x database.
+    #[arg(long, value_name = "NAME")]
+    pub influx_db: Option<String>,
+    /// InfluxDB 1.x user.
+    #[arg(long, value_name = "NAME")]
+    pub influx_user: Option<String>,
+    /// File holding the InfluxDB 1.x password.
+    #[arg(long, value_name = "FILE")]
+    pub influx_password_file: Option<PathBuf>,
+    /// InfluxDB 2.x organization.
+    #[arg(long, value_name = "NAME")]
+    pub influx_org: Option<String>,
+    /// InfluxDB 2.x bucket.
+    #[arg(long, value_name = "NAME")]
+    pub influx_bucket: Option<String>,
+    /// File holding the InfluxDB 2.x API token.
+    #[arg(long, value_name = "FILE")]
+    pub influx_token_file: Option<PathBuf>,
     /// More log output (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count)]
     #[serde(skip)]
@@ -198,6 +223,13 @@ impl Args {
             tasmota_discovery: self.tasmota_discovery || file.tasmota_discovery,
             http: self.http.or(file.http),
             http_password_file: self.http_password_file.or(rel(file.http_password_file)),
+            influx: self.influx.or(file.influx),
+            influx_db: self.influx_db.or(file.influx_db),
+            influx_user: self.influx_user.or(file.influx_user),
+            influx_password_file: self.influx_password_file.or(rel(file.influx_password_file)),
+            influx_org: self.influx_org.or(file.influx_org),
+            influx_bucket: self.influx_bucket.or(file.influx_bucket),
+            influx_token_file: self.influx_token_file.or(rel(file.influx_token_file)),
             verbose: self.verbose,
         }
     }
@@ -206,7 +238,30 @@ impl Args {
 fn load_file(path: &Path) -> anyhow::Result<Args> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow!(describe_toml_error(path, &text, &e)))
+    let describe = |e: toml::de::Error| anyhow!(describe_toml_error(path, &text, &e));
+    let mut table: toml::Table = toml::from_str(&text).map_err(describe)?;
+    if !matches!(table.get("influx"), Some(toml::Value::Table(_))) {
+        // Straight from the text, so that an error points at its line.
+        return toml::from_str(&text).map_err(describe);
+    }
+    flatten_influx_table(&mut table);
+    table.try_into().map_err(describe)
+}
+
+/// `[influx]` with `url`, `db`, `user`, `password-file`, `org`, `bucket`, `token-file` is the
+/// flags' `influx`, `influx-db`, ...: one [`Args`] for both, as everywhere else.
+fn flatten_influx_table(table: &mut toml::Table) {
+    let Some(toml::Value::Table(influx)) = table.remove("influx") else {
+        return;
+    };
+    for (key, value) in influx {
+        let flat = if key == "url" {
+            "influx".to_string()
+        } else {
+            format!("influx-{key}")
+        };
+        table.insert(flat, value);
+    }
 }
 
 /// Key names that may hold a secret: their lines are never quoted.
@@ -309,9 +364,6 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         let mqtt_only = [
             ("--user", args.user.is_some()),
             ("--password-file", args.password_file.is_some()),
-            ("--ca-file", args.ca_file.is_some()),
-            ("--cert-file", args.cert_file.is_some()),
-            ("--spool", args.spool.is_some()),
             ("--ha-discovery", args.ha_discovery),
             ("--ha-prefix", args.ha_prefix.is_some()),
             ("--tasmota-discovery", args.tasmota_discovery),
@@ -319,7 +371,19 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         if let Some((flag, _)) = mqtt_only.iter().find(|(_, given)| *given) {
             bail!("{flag} needs --broker");
         }
+        let either = [
+            ("--ca-file", args.ca_file.is_some()),
+            ("--cert-file", args.cert_file.is_some()),
+            ("--spool", args.spool.is_some()),
+        ];
+        if args.influx.is_none() {
+            if let Some((flag, _)) = either.iter().find(|(_, given)| *given) {
+                bail!("{flag} needs --broker or --influx");
+            }
+        }
     }
+    let influx = influx_config(&args, &script_path)?;
+    let influx_tls = influx.as_ref().is_some_and(|i| i.url.tls);
     let sink = match &args.broker {
         None => SinkConfig::Stdout,
         Some(url) => {
@@ -353,8 +417,11 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             if password.is_some() && args.user.is_none() {
                 bail!("a password was given (--password-file or {PASSWORD_ENV}) but no --user");
             }
-            if !broker.tls && (args.ca_file.is_some() || args.cert_file.is_some()) {
-                bail!("--ca-file and --cert-file need an mqtts:// broker (--broker mqtts://host)");
+            if !broker.tls && !influx_tls && (args.ca_file.is_some() || args.cert_file.is_some()) {
+                bail!(
+                    "--ca-file and --cert-file need an mqtts:// broker (--broker mqtts://host) or an \
+                     https:// InfluxDB"
+                );
             }
             SinkConfig::Mqtt(Box::new(MqttConfig {
                 broker,
@@ -422,6 +489,16 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             Some(HttpConfig::bind(addr, password)?)
         }
     };
+    let sink = match influx {
+        None => sink,
+        Some(influx) => SinkConfig::Influx {
+            influx: Box::new(influx),
+            mqtt: match sink {
+                SinkConfig::Mqtt(m) => Some(m),
+                _ => None,
+            },
+        },
+    };
     let config = RunConfig {
         script: crate::script::Script {
             string_capacity: 0,
@@ -454,6 +531,97 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         run: config,
         frontends: Frontends { http, discovery },
     })
+}
+
+/// `--influx` and its flags, checked; `None` without `--influx`.
+fn influx_config(args: &Args, script_path: &Path) -> anyhow::Result<Option<InfluxConfig>> {
+    let Some(url) = &args.influx else {
+        let given = [
+            ("--influx-db", args.influx_db.is_some()),
+            ("--influx-user", args.influx_user.is_some()),
+            (
+                "--influx-password-file",
+                args.influx_password_file.is_some(),
+            ),
+            ("--influx-org", args.influx_org.is_some()),
+            ("--influx-bucket", args.influx_bucket.is_some()),
+            ("--influx-token-file", args.influx_token_file.is_some()),
+        ];
+        if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+            bail!("{flag} needs --influx URL");
+        }
+        return Ok(None);
+    };
+    let url: InfluxUrl = url
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("--influx")?;
+    let read_secret = |flag: &str, f: &PathBuf| -> anyhow::Result<Secret> {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading {flag} {}", f.display()))?;
+        Ok(Secret::new(text.trim_end_matches(['\r', '\n']).to_string()))
+    };
+    let v2 = args.influx_org.is_some()
+        || args.influx_bucket.is_some()
+        || args.influx_token_file.is_some();
+    let target = match (&args.influx_db, v2) {
+        (Some(_), true) => bail!(
+            "--influx-db is for InfluxDB 1.x, --influx-org/--influx-bucket/--influx-token-file for \
+             2.x: give one or the other"
+        ),
+        (Some(db), false) => {
+            let password = match &args.influx_password_file {
+                Some(f) => Some(read_secret("--influx-password-file", f)?),
+                None => None,
+            };
+            if password.is_some() && args.influx_user.is_none() {
+                bail!("--influx-password-file needs --influx-user");
+            }
+            Target::V1 {
+                database: db.clone(),
+                user: args.influx_user.clone(),
+                password,
+            }
+        }
+        (None, true) => {
+            if args.influx_user.is_some() || args.influx_password_file.is_some() {
+                bail!("InfluxDB 2.x takes --influx-token-file, not --influx-user/--influx-password-file");
+            }
+            let (Some(org), Some(bucket), Some(token)) = (
+                &args.influx_org,
+                &args.influx_bucket,
+                &args.influx_token_file,
+            ) else {
+                bail!("InfluxDB 2.x needs all of --influx-org, --influx-bucket and --influx-token-file");
+            };
+            Target::V2 {
+                org: org.clone(),
+                bucket: bucket.clone(),
+                token: read_secret("--influx-token-file", token)?,
+            }
+        }
+        (None, false) => bail!(
+            "--influx {}: which database? --influx-db NAME (InfluxDB 1.x), or --influx-org, \
+             --influx-bucket and --influx-token-file (2.x)",
+            url.base
+        ),
+    };
+    Ok(Some(InfluxConfig {
+        url,
+        target,
+        tls: TlsFiles {
+            ca: args.ca_file.clone(),
+            cert: args.cert_file.clone(),
+            key: args.key_file.clone(),
+        },
+        topic: args
+            .topic
+            .clone()
+            .unwrap_or_else(|| default_topic(script_path)),
+        retry_cap: Duration::from_secs(args.mqtt_retry.unwrap_or(10).max(1)),
+        queue_capacity: args.queue_size.unwrap_or(10_000).max(1),
+        spool: args.spool.clone(),
+    }))
 }
 
 /// Tasmota's %topic% default off the ESP: the script's name (`meters/sx631.sml` -> `sx631`).
@@ -567,6 +735,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     ))
                     .unwrap_or_default()
             );
+            if let Some(i) = &report.influx {
+                tracing::info!(
+                    "InfluxDB: {} points written, {} refused, {} payloads dropped, {} not written",
+                    i.written,
+                    i.refused,
+                    i.dropped,
+                    i.left_queued
+                );
+            }
             report.failure()
         }
         Err(e) => Some(e.to_string()),

@@ -33,9 +33,10 @@ use crate::http::live::{lock, Live};
 use crate::http::HttpConfig;
 use crate::link::{Binding, ReplaySpeed};
 use crate::publish::discovery::{Discovery, DiscoveryConfig, SerialWatch};
+use crate::publish::influx::{InfluxConfig, InfluxReport, InfluxTask};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;
-use crate::publish::{PublishError, RecordingSink, Sink};
+use crate::publish::{FanOut, PublishError, RecordingSink, Sink};
 use crate::script::model::{MeterIndex, Script};
 
 /// Link events in flight between the drivers and the engine.
@@ -46,6 +47,11 @@ pub enum SinkConfig {
     Mqtt(Box<MqttConfig>),
     /// Keep publications in memory (tests, benchmarks).
     Recording(RecordingSink),
+    /// InfluxDB, alone or beside MQTT.
+    Influx {
+        influx: Box<InfluxConfig>,
+        mqtt: Option<Box<MqttConfig>>,
+    },
 }
 
 pub struct RunConfig {
@@ -100,12 +106,20 @@ pub enum RunError {
 pub struct RunReport {
     pub engine: EngineStats,
     pub mqtt: Option<MqttReport>,
+    pub influx: Option<InfluxReport>,
 }
 
 impl RunReport {
     /// Why a run that ended without an error still failed its purpose: the broker refused us,
     /// or payloads did not reach it. `None` when everything made was delivered.
     pub fn failure(&self) -> Option<String> {
+        if let Some(influx) = self.influx.as_ref().filter(|i| i.left_queued > 0) {
+            return Some(format!(
+                "{} payloads were not written to InfluxDB ({} points written, {} payloads dropped \
+                 while it was away)",
+                influx.left_queued, influx.written, influx.dropped
+            ));
+        }
         let mqtt = self.mqtt.as_ref()?;
         if let Some(why) = &mqtt.fatal {
             return Some(format!("the broker refused sml: {why}"));
@@ -227,6 +241,7 @@ pub async fn run_with(
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
     let mut discovery_broker = None;
+    let mut influx_task: Option<InfluxTask> = None;
     let (mut sink, mut connected, mut mqtt_task): (
         Box<dyn Sink + Send>,
         watch::Receiver<bool>,
@@ -241,6 +256,22 @@ pub async fn run_with(
                 lock(l).mqtt_queue = Some(sink.queue_gauge());
             }
             (Box::new(sink), connected, Some(task))
+        }
+        SinkConfig::Influx { influx, mqtt } => {
+            let (influx_sink, task) = crate::publish::influx::start(*influx, &config.script)?;
+            influx_task = Some(task);
+            match mqtt {
+                None => (Box::new(influx_sink), watch::channel(true).1, None),
+                Some(m) => {
+                    discovery_broker = Some((*m).clone());
+                    let (sink, connected, task) = crate::publish::mqtt::start(*m)?;
+                    if let Some(l) = &live {
+                        lock(l).mqtt_queue = Some(sink.queue_gauge());
+                    }
+                    let both = FanOut(vec![Box::new(sink), Box::new(influx_sink)]);
+                    (Box::new(both), connected, Some(task))
+                }
+            }
         }
     };
     let mut side_tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -303,6 +334,10 @@ pub async fn run_with(
                     let Some(ev) = ev else { return Ok(()) };
                     match ev.kind {
                         LinkEventKind::Telegram(t) => {
+                            let read = std::time::SystemTime::now()
+                                .checked_sub(ev.at.elapsed())
+                                .unwrap_or_else(std::time::SystemTime::now);
+                            sink.handle_read(ev.meter, read);
                             let wall = chrono::Local::now().naive_local();
                             for p in engine.handle_telegram(ev.at, &wall, ev.meter, &t) {
                                 sink.publish(p)?;
@@ -363,6 +398,24 @@ pub async fn run_with(
     }
     // Dropping the sink lets the MQTT task drain its outbox and say Offline.
     drop(sink);
+    // The InfluxDB thread drains (at most a few seconds) off the runtime thread.
+    let influx = match influx_task {
+        Some(task) => match tokio::task::spawn_blocking(move || task.join()).await {
+            Ok(Ok(report)) => Some(report),
+            Ok(Err(message)) => {
+                result?;
+                return Err(RunError::Panicked {
+                    task: "the InfluxDB sink".into(),
+                    message,
+                });
+            }
+            Err(e) => {
+                result?;
+                return Err(join_failure("the InfluxDB sink".into(), e));
+            }
+        },
+        None => None,
+    };
     let mqtt_ended = match (mqtt_ended, mqtt_task) {
         (Some(ended), _) => Some(ended),
         (None, Some(task)) => Some(task.await),
@@ -390,6 +443,7 @@ pub async fn run_with(
     Ok(RunReport {
         engine: engine.stats(),
         mqtt,
+        influx,
     })
 }
 

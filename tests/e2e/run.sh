@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end: the seed's pipeline with sml in place of the ESP.
 #   simulated SX631 meter on a pty -> sml run meters/sx631.sml -> mosquitto -> mqttwarn -> InfluxDB
-# Passes when InfluxDB returns volts_l1, enrg_imp and the monthly values equal to the telegram's.
+# Passes when InfluxDB returns volts_l1, enrg_imp and the monthly values equal to the telegram's,
+# and when sml's own InfluxDB sink (--influx, database `direct`) holds the very same numbers as the
+# mqttwarn path (database `iot`) for every field.
 # Needs: mosquitto, influxd/influx (Debian 'influxdb', 'influxdb-client'), mqttwarn (PyPI); .ci/run
 # installs them. Usage: tests/e2e/run.sh [path/to/sml]
 set -euo pipefail
@@ -42,6 +44,7 @@ mosquitto -c "$work/mosquitto.conf" > "$work/mosquitto.log" 2>&1 & pids+=($!)
 
 for _ in $(seq 1 100); do influx -port "$influx_port" -execute 'SHOW DATABASES' >/dev/null 2>&1 && break; sleep 0.2; done
 influx -port "$influx_port" -execute 'CREATE DATABASE iot' || fail "InfluxDB did not start"
+influx -port "$influx_port" -execute 'CREATE DATABASE direct' || fail "InfluxDB did not start"
 
 sed -e "s/@BROKER_PORT@/$broker_port/" -e "s/@INFLUX_PORT@/$influx_port/" "$root/tests/e2e/mqttwarn.ini" > "$work/mqttwarn.ini"
 (cd "$work" && MQTTWARNINI="$work/mqttwarn.ini" exec "${MQTTWARN:-mqttwarn}" > "$work/mqttwarn.log" 2>&1) & pids+=($!)
@@ -52,7 +55,8 @@ for _ in $(seq 1 50); do [ -f "$work/pty" ] && break; sleep 0.1; done
 
 "$sml" run "$root/meters/sx631.sml" --port "1=$(cat "$work/pty")" \
   --broker "mqtt://127.0.0.1:$broker_port" --topic myelectricmeter --full-topic 'home1/%prefix%/%topic%/' \
-  --every-telegram > "$work/sml.log" 2>&1 & pids+=($!)
+  --every-telegram --influx "http://127.0.0.1:$influx_port" --influx-db direct \
+  > "$work/sml.log" 2>&1 & pids+=($!)
 
 query='SELECT last(volts_l1) AS volts_l1, last(enrg_imp) AS enrg_imp, last(mo_enrg_imp) AS mo_enrg_imp, last(mo_pw_pk_ex_l3) AS mo_pw_pk_ex_l3, last(mo_nrg_reac_sum) AS mo_nrg_reac_sum FROM electricmeter'
 for _ in $(seq 1 60); do
@@ -81,5 +85,23 @@ print("e2e: expected", want)
 if bad:
     print("e2e: mismatches (want, got):", bad)
     sys.exit(1)
-print("e2e: 1 passed, 0 failed")
+PY
+
+# Both paths, written at once: every field mqttwarn wrote has the same value in sml's own points.
+direct=$(influx -port "$influx_port" -database direct -format json -execute 'SELECT last(*) FROM "EON"' 2>/dev/null || true)
+mqttwarn_all=$(influx -port "$influx_port" -database iot -format json -execute 'SELECT last(*) FROM electricmeter' 2>/dev/null || true)
+python3 - "$mqttwarn_all" "$direct" <<'PY' || fail "--influx and mqttwarn wrote different numbers"
+import json, sys
+def last(text):
+    s = json.loads(text)["results"][0]["series"][0]
+    return {k.removeprefix("last_"): v for k, v in zip(s["columns"], s["values"][0]) if k != "time"}
+via_mqttwarn, direct = last(sys.argv[1]), last(sys.argv[2])
+assert len(via_mqttwarn) >= 40, via_mqttwarn
+diff = {k: (v, direct.get(k)) for k, v in via_mqttwarn.items()
+        if not isinstance(direct.get(k), (int, float)) or abs(float(direct[k]) - float(v)) > 1e-9}
+print(f"e2e: {len(via_mqttwarn)} fields compared between mqttwarn and --influx")
+if diff:
+    print("e2e: differences (mqttwarn, --influx):", diff)
+    sys.exit(1)
+print("e2e: 2 passed, 0 failed")
 PY
