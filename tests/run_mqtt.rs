@@ -459,3 +459,38 @@ fn a_broker_that_refuses_the_password_ends_delivery_with_the_reason() {
     broker.kill().unwrap();
     broker.wait().unwrap();
 }
+
+/// Through the binary: a refused login ends `sml run` by itself, exit 1, the broker's reason last on
+/// stderr, and the password nowhere (a service manager then sees a failure, not a quiet success).
+#[test]
+fn sml_run_exits_non_zero_when_the_broker_refuses_the_password() {
+    let port = free_port();
+    let Some((mut broker, dir)) = start_mosquitto(port, "sml", "the-right-one") else {
+        eprintln!("skipped: mosquitto is not installed");
+        return;
+    };
+    let password_file = dir.path().join("pw");
+    std::fs::write(&password_file, "wr0ng-Pa55\n").unwrap();
+    // A meter that stays quiet: the run would go on for ever if the refusal did not end it.
+    let (_master, slave) = TTYPort::pair().unwrap();
+    let device = slave.name().unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sml"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "meters/sx631.sml", "--port"])
+        .arg(format!("1={device}"))
+        .args(["--broker", &format!("mqtt://127.0.0.1:{port}"), "--user", "sml"])
+        .arg("--password-file")
+        .arg(&password_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(started.elapsed() < WAIT, "it ended by itself: {err}");
+    let last = err.lines().last().unwrap_or("");
+    assert!(last.contains("the broker refused sml"), "{err}");
+    assert!(!err.contains("wr0ng"), "{err}");
+    broker.kill().unwrap();
+    broker.wait().unwrap();
+}
