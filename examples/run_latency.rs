@@ -68,6 +68,7 @@ fn main() {
         link_backoff: Default::default(),
         sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "latency"))),
         decoders: sml::runner::default_decoders(),
+        hooks: Default::default(),
     };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

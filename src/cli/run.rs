@@ -105,6 +105,10 @@ pub struct Args {
     /// Keep payloads waiting for the broker in DIR/outbox.jsonl, so a restart loses none.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// Keep the script's permanent `p:` variables in DIR/script-state.json (default: the --spool
+    /// directory, if given).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Payloads kept while the broker is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
@@ -168,6 +172,7 @@ impl Args {
             every_telegram: self.every_telegram || file.every_telegram,
             replay_speed: self.replay_speed.or(file.replay_speed),
             spool: self.spool.or(rel(file.spool)),
+            state_dir: self.state_dir.or(rel(file.state_dir)),
             queue_size: self.queue_size.or(file.queue_size),
             // The file's first, so a flag given for the same name wins.
             defines: file.defines.into_iter().chain(self.defines).collect(),
@@ -365,6 +370,10 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         link_backoff: Backoff::default(),
         sink,
         decoders: default_decoders(),
+        hooks: crate::runner::HooksConfig {
+            script_path: script_path.display().to_string(),
+            state_dir: args.state_dir.clone().or_else(|| args.spool.clone()),
+        },
     };
     let defines = args
         .defines
@@ -440,6 +449,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let Some(script) = compiled.script else {
         bail!("{shown} does not compile");
     };
+    // The sections run: what does not translate stops the run here, as `sml check` reports it.
+    let sections =
+        crate::hooks::check::check_with_source(&script, &String::from_utf8_lossy(&source));
+    for d in &sections {
+        eprint!("{}", d.render(&shown));
+    }
+    if sections
+        .iter()
+        .any(|d| d.severity == crate::script::Severity::Error)
+    {
+        bail!("{shown}: its script sections do not translate");
+    }
     config.script = script;
     if config.bindings.is_empty() && config.script.meters.len() == 1 {
         // The common case gets the clearest message.

@@ -23,11 +23,12 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant as TokioInstant;
-use tracing::info;
+use tracing::{info, warn};
 
 use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind};
 use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
+use crate::engine::hooks::HookAction;
 use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
 use crate::link::{Binding, ReplaySpeed};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
@@ -54,6 +55,17 @@ pub struct RunConfig {
     pub sink: SinkConfig,
     /// How each meter's decoder is made; [`default_decoders`] outside tests.
     pub decoders: DecoderFactory,
+    /// The script's path (for hook errors) and where its `p:` variables are kept.
+    pub hooks: HooksConfig,
+}
+
+/// What the script's sections need from the run besides the script.
+#[derive(Debug, Clone, Default)]
+pub struct HooksConfig {
+    /// The script as the user named it, for hook errors (`meters/x.sml:12: error in >S: ...`).
+    pub script_path: String,
+    /// `--state-dir`: where the `p:` variables are saved; `None`: they are not kept.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 pub fn default_decoders() -> DecoderFactory {
@@ -171,6 +183,21 @@ pub async fn run(
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    let mut actions = ActionLog::default();
+    if let Some(h) = engine.hooks_mut() {
+        if !config.hooks.script_path.is_empty() {
+            h.set_path(&config.hooks.script_path);
+        }
+        if let Some(dir) = &config.hooks.state_dir {
+            if h.hooks().has_permanent() {
+                match crate::hooks::state::load(dir) {
+                    Ok(saved) => h.hooks_mut().restore_permanent(&saved),
+                    // The declared values, then: the run goes on, the user is told why.
+                    Err(e) => warn!("{e}; the p: variables start from their declared values"),
+                }
+            }
+        }
+    }
     let (mut sink, mut connected, mut mqtt_task): (
         Box<dyn Sink + Send>,
         watch::Receiver<bool>,
@@ -194,6 +221,7 @@ pub async fn run(
 
     let result: Result<(), RunError> = async {
         loop {
+            actions.handle(engine.take_actions(), &config.hooks);
             let deadline = TokioInstant::from_std(engine.poll_timeout());
             tokio::select! {
                 biased;
@@ -257,6 +285,8 @@ pub async fn run(
         }
     }
     .await;
+    engine.handle_shutdown(Instant::now(), &chrono::Local::now().naive_local());
+    actions.handle(engine.take_actions(), &config.hooks);
 
     drivers.abort_all();
     // Dropping the sink lets the MQTT task drain its outbox and say Offline.
@@ -289,6 +319,42 @@ pub async fn run(
         engine: engine.stats(),
         mqtt,
     })
+}
+
+/// What the run loop does for the script's hooks: the log, the state file. Commands for the meter
+/// tasks are not wired yet: each kind is logged once as not done.
+#[derive(Default)]
+struct ActionLog {
+    not_done: BTreeSet<&'static str>,
+}
+
+impl ActionLog {
+    fn handle(&mut self, actions: Vec<HookAction>, config: &HooksConfig) {
+        for a in actions {
+            match a {
+                HookAction::Error(text) => warn!("{text}"),
+                HookAction::Log(text) => info!("{text}"),
+                HookAction::SavePermanent(values) => match &config.state_dir {
+                    Some(dir) => {
+                        if let Err(e) = crate::hooks::state::save(dir, &values) {
+                            warn!("the p: variables were not saved: {e}");
+                        }
+                    }
+                    None => self.once("p: variables are not kept across restarts: give --state-dir DIR (or --spool)"),
+                },
+                HookAction::ResetMeters => self.once("`sensor53 r`: the values were reset; the meters' decoders are not (not wired yet)"),
+                HookAction::DumpRaw { .. } => self.once("`sensor53 d`: raw dumps are not wired yet; use `sml decode`"),
+                HookAction::Link(_) => self.once("`sml(m ...)` link commands (baud, mode, send) are not wired to the meter tasks yet"),
+                HookAction::Publish { .. } => self.once("`publish` from the script is not wired yet"),
+            }
+        }
+    }
+
+    fn once(&mut self, text: &'static str) {
+        if self.not_done.insert(text) {
+            warn!("{text}");
+        }
+    }
 }
 
 /// A task that did not finish: its panic message, or that it was cancelled.
