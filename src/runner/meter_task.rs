@@ -78,6 +78,20 @@ impl Warning {
     }
 }
 
+/// What the script's hooks ask of one meter's task (from the engine loop, over the meter's channel).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeterCommand {
+    /// `sensor53 r`: start the decoder afresh (half a telegram is not glued to the next).
+    ResetDecoder,
+    /// `sml(m 0 baud)`, `sml(-m 1 "2400:8E1")`: after what was sent has left.
+    Framing {
+        baud: u32,
+        parity: Option<crate::script::model::Parity>,
+    },
+    /// `sml(m 1 "hex")`: these bytes, as they are.
+    Send(Vec<u8>),
+}
+
 pub struct LinkDriver {
     pub meter: Arc<Meter>,
     pub source: Source,
@@ -106,6 +120,8 @@ struct TaskState {
     warnings: WarnLimiter<Warning>,
     /// "Waiting for the device" was said and the device has not appeared since.
     waiting_said: bool,
+    /// The hooks' commands for this meter; they wait here while the link is down.
+    commands: mpsc::Receiver<MeterCommand>,
 }
 
 impl Drop for TaskState {
@@ -133,11 +149,18 @@ impl LinkDriver {
 
     /// Run until the link ends for good or the engine goes away.
     pub async fn run(self) {
+        // Nobody sends: the sender is dropped at once, the branch stays quiet.
+        self.run_with_commands(mpsc::channel(1).1).await
+    }
+
+    /// [`LinkDriver::run`], taking the script's commands for this meter from `commands`.
+    pub async fn run_with_commands(self, commands: mpsc::Receiver<MeterCommand>) {
         let mut state = TaskState {
             label: self.label(),
             retry: self.backoff.retry(),
             warnings: WarnLimiter::new(WARN_PERIOD),
             waiting_said: false,
+            commands,
         };
         self.run_links(&mut state).await;
     }
@@ -304,6 +327,23 @@ impl LinkDriver {
                     report_counts(&state.label, due, "in the last minute");
                 }
                 _ = self.events.closed() => return (Ending::EngineGone, got_bytes),
+                Some(command) = state.commands.recv() => match command {
+                    MeterCommand::ResetDecoder => match (self.decoders)(&self.meter) {
+                        Ok(fresh) => decoder = fresh,
+                        Err(e) => return (Ending::Failed(e.to_string()), got_bytes),
+                    },
+                    MeterCommand::Framing { baud, parity } => match link.set_framing(baud, parity).await {
+                        Ok(true) => info!("{}: now {baud} baud, as the script asked", self.label()),
+                        Ok(false) => debug!("{}: the script's {baud} baud has no meaning for this link", self.label()),
+                        Err(e) => return (Ending::Dropped(format!("setting {baud} baud: {e}")), got_bytes),
+                    },
+                    MeterCommand::Send(bytes) => {
+                        debug!("{}: sending {} bytes for the script", self.label(), bytes.len());
+                        if let Err(e) = link.write_all(&bytes).await {
+                            return (Ending::Dropped(format!("write: {e}")), got_bytes);
+                        }
+                    }
+                },
             }
             if !self.drain(decoder.as_mut(), state).await {
                 return (Ending::EngineGone, got_bytes);

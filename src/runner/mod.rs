@@ -25,11 +25,12 @@ use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant as TokioInstant;
 use tracing::{info, warn};
 
-use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind};
+use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind, MeterCommand};
 use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
 use crate::engine::hooks::HookAction;
 use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
+use crate::hooks::HostCommand;
 use crate::link::{Binding, ReplaySpeed};
 use crate::publish::mqtt::{MqttConfig, MqttReport};
 use crate::publish::stdout::StdoutSink;
@@ -38,6 +39,8 @@ use crate::script::model::{MeterIndex, Script};
 
 /// Link events in flight between the drivers and the engine.
 const EVENT_QUEUE: usize = 1024;
+/// The script's commands in flight to one meter task.
+const METER_COMMAND_QUEUE: usize = 64;
 
 pub enum SinkConfig {
     Stdout,
@@ -161,6 +164,8 @@ pub async fn run(
     let mut drivers = JoinSet::new();
     // Which meter each task serves, to name it when it panics.
     let mut task_meter = HashMap::new();
+    // The hooks' commands to each meter (baud switches, requests, decoder resets).
+    let mut meter_commands = HashMap::new();
     for b in &config.bindings {
         let meter = Arc::new(
             config
@@ -177,13 +182,18 @@ pub async fn run(
             decoders: config.decoders.clone(),
             events: events_tx.clone(),
         };
-        let handle = drivers.spawn(driver.run());
+        let (commands_tx, commands) = mpsc::channel(METER_COMMAND_QUEUE);
+        meter_commands.insert(b.meter, commands_tx);
+        let handle = drivers.spawn(driver.run_with_commands(commands));
         task_meter.insert(handle.id(), b.meter);
     }
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
-    let mut actions = ActionLog::default();
+    let mut actions = ActionLog {
+        meters: meter_commands,
+        not_done: BTreeSet::new(),
+    };
     if let Some(h) = engine.hooks_mut() {
         if !config.hooks.script_path.is_empty() {
             h.set_path(&config.hooks.script_path);
@@ -321,11 +331,11 @@ pub async fn run(
     })
 }
 
-/// What the run loop does for the script's hooks: the log, the state file. Commands for the meter
-/// tasks are not wired yet: each kind is logged once as not done.
-#[derive(Default)]
+/// What the run loop does for the script's hooks: the log, the state file, the meter tasks.
+/// What is not done (yet) is said once per kind.
 struct ActionLog {
-    not_done: BTreeSet<&'static str>,
+    meters: HashMap<MeterIndex, mpsc::Sender<MeterCommand>>,
+    not_done: BTreeSet<String>,
 }
 
 impl ActionLog {
@@ -340,18 +350,70 @@ impl ActionLog {
                             warn!("the p: variables were not saved: {e}");
                         }
                     }
-                    None => self.once("p: variables are not kept across restarts: give --state-dir DIR (or --spool)"),
+                    None => self.once(
+                        "p: variables are not kept across restarts: give --state-dir DIR (or --spool)"
+                            .into(),
+                    ),
                 },
-                HookAction::ResetMeters => self.once("`sensor53 r`: the values were reset; the meters' decoders are not (not wired yet)"),
-                HookAction::DumpRaw { .. } => self.once("`sensor53 d`: raw dumps are not wired yet; use `sml decode`"),
-                HookAction::Link(_) => self.once("`sml(m ...)` link commands (baud, mode, send) are not wired to the meter tasks yet"),
-                HookAction::Publish { .. } => self.once("`publish` from the script is not wired yet"),
+                HookAction::ResetMeters => {
+                    let all: Vec<MeterIndex> = self.meters.keys().copied().collect();
+                    for m in all {
+                        self.to_meter(m, MeterCommand::ResetDecoder);
+                    }
+                }
+                HookAction::Link(HostCommand::SetBaud { meter, baud }) => {
+                    self.to_meter_u32(meter, MeterCommand::Framing { baud, parity: None })
+                }
+                HookAction::Link(HostCommand::SetMode { meter, baud, parity }) => self.to_meter_u32(
+                    meter,
+                    MeterCommand::Framing {
+                        baud,
+                        parity: Some(parity),
+                    },
+                ),
+                HookAction::Link(HostCommand::Send { meter, bytes }) => {
+                    self.to_meter_u32(meter, MeterCommand::Send(bytes))
+                }
+                HookAction::Link(other) => self.once(format!(
+                    "{other:?}: not supported off the ESP yet; ignored"
+                )),
+                HookAction::DumpRaw { .. } => {
+                    self.once("`sensor53 d`: raw dumps are not wired yet; use `sml decode`".into())
+                }
+                HookAction::Publish { .. } => {
+                    self.once("`publish` from the script is not wired yet".into())
+                }
             }
         }
     }
 
-    fn once(&mut self, text: &'static str) {
-        if self.not_done.insert(text) {
+    fn to_meter_u32(&mut self, meter: u32, command: MeterCommand) {
+        match MeterIndex::try_from(meter) {
+            Ok(m) => self.to_meter(m, command),
+            Err(_) => self.once(format!(
+                "the script addressed meter {meter}, which does not exist"
+            )),
+        }
+    }
+
+    /// Never waits: the engine loop must not stall behind a meter task.
+    fn to_meter(&mut self, meter: MeterIndex, command: MeterCommand) {
+        let Some(tx) = self.meters.get(&meter) else {
+            self.once(format!(
+                "the script addressed meter {meter}, which does not exist"
+            ));
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(c)) = tx.try_send(command) {
+            self.once(format!(
+                "meter {meter}: the script's commands come faster than its link takes them; \
+                 some were dropped ({c:?})"
+            ));
+        }
+    }
+
+    fn once(&mut self, text: String) {
+        if self.not_done.insert(text.clone()) {
             warn!("{text}");
         }
     }
