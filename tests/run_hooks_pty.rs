@@ -53,7 +53,7 @@ fn pty_run(script: sml::script::model::Script, slave: &TTYPort, sink: RecordingS
         decoders: sml::runner::default_decoders(),
         hooks: sml::runner::HooksConfig {
             script_path: "test.sml".into(),
-            state_dir: None,
+            ..Default::default()
         },
     }
 }

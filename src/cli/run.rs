@@ -109,6 +109,10 @@ pub struct Args {
     /// directory, if given).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Your own post-processing in Rhai: `fn before_publish(payload)` (return the map to publish, or
+    /// `()` for nothing) and optionally `fn on_telegram(meter, values)`.
+    #[arg(long, value_name = "FILE")]
+    pub rhai: Option<PathBuf>,
     /// Payloads kept while the broker is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
@@ -173,6 +177,7 @@ impl Args {
             replay_speed: self.replay_speed.or(file.replay_speed),
             spool: self.spool.or(rel(file.spool)),
             state_dir: self.state_dir.or(rel(file.state_dir)),
+            rhai: self.rhai.or(rel(file.rhai)),
             queue_size: self.queue_size.or(file.queue_size),
             // The file's first, so a flag given for the same name wins.
             defines: file.defines.into_iter().chain(self.defines).collect(),
@@ -373,6 +378,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         hooks: crate::runner::HooksConfig {
             script_path: script_path.display().to_string(),
             state_dir: args.state_dir.clone().or_else(|| args.spool.clone()),
+            user_rhai: args.rhai.clone(),
         },
     };
     let defines = args

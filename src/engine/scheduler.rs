@@ -33,6 +33,7 @@ use crate::decode::Telegram;
 use crate::engine::hooks::{HookAction, ScriptHooks};
 use crate::engine::json;
 use crate::engine::values::ValueTable;
+use crate::hooks::user::UserRhai;
 use crate::hooks::HostCommand;
 use crate::script::model::{MeterIndex, Script};
 
@@ -91,6 +92,8 @@ pub struct Engine {
     hooks: Option<ScriptHooks>,
     /// Actions of the engine's own (a script whose sections do not translate).
     actions: Vec<HookAction>,
+    /// The user's own post-processing (`--rhai FILE`).
+    user: Option<UserRhai>,
 }
 
 impl Engine {
@@ -103,6 +106,7 @@ impl Engine {
         Engine {
             hooks,
             actions: failure.into_iter().collect(),
+            user: None,
             table: ValueTable::new(script).with_stale_after(config.stale_after, now),
             config,
             started: now,
@@ -127,6 +131,25 @@ impl Engine {
         let mut out = std::mem::take(&mut self.actions);
         if let Some(h) = &mut self.hooks {
             out.extend(h.take_actions());
+        }
+        out
+    }
+
+    /// Run every SENSOR payload through the user's `before_publish`, and each telegram through
+    /// `on_telegram`.
+    pub fn set_user_rhai(&mut self, user: UserRhai) {
+        self.user = Some(user);
+    }
+
+    /// The user's `before_publish`: the payload to publish, if any. A failure publishes the
+    /// payload as it was and is reported once.
+    fn post_process(&mut self, payload: String) -> Option<String> {
+        let Some(user) = &mut self.user else {
+            return Some(payload);
+        };
+        let (out, error) = user.before_publish(&payload);
+        if let Some(e) = error {
+            self.actions.push(HookAction::Error(e));
         }
         out
     }
@@ -245,22 +268,34 @@ impl Engine {
         self.stats.telegrams += 1;
         self.boot(now, wall);
         let refreshed = self.table.handle_telegram(now, meter, t);
+        if let Some(user) = self.user.as_mut().filter(|u| u.wants_telegrams()) {
+            if let Some(p) = self.table.payload_for(wall, &refreshed) {
+                if let Some(e) = user.on_telegram(meter, &p.0) {
+                    self.actions.push(HookAction::Error(e));
+                }
+            }
+        }
         if !self.publishes_meters() {
             return Vec::new();
         }
-        if self.config.every_telegram {
-            return self
-                .table
+        let payloads: Vec<String> = if self.config.every_telegram {
+            self.table
                 .payload_for(wall, &refreshed)
-                .map(|p| Publication::Sensor(p.0))
+                .map(|p| p.0)
                 .into_iter()
-                .collect();
-        }
-        refreshed
-            .iter()
-            .filter(|e| self.table.publishes_each(**e))
-            .filter_map(|e| self.table.payload_for(wall, std::slice::from_ref(e)))
-            .map(|p| Publication::Sensor(p.0))
+                .collect()
+        } else {
+            refreshed
+                .iter()
+                .filter(|e| self.table.publishes_each(**e))
+                .filter_map(|e| self.table.payload_for(wall, std::slice::from_ref(e)))
+                .map(|p| p.0)
+                .collect()
+        };
+        payloads
+            .into_iter()
+            .filter_map(|p| self.post_process(p))
+            .map(Publication::Sensor)
             .collect()
     }
 
@@ -278,6 +313,7 @@ impl Engine {
         }
         self.boot(now, wall);
         self.sensor(now, wall)
+            .and_then(|p| self.post_process(p))
             .map(Publication::Sensor)
             .into_iter()
             .collect()
@@ -319,7 +355,7 @@ impl Engine {
         if now >= self.next_teleperiod {
             self.stats.teleperiods += 1;
             // Tasmota publishes SENSOR only when it has something to say; STATE always.
-            let sensor = self.sensor(now, wall);
+            let sensor = self.sensor(now, wall).and_then(|p| self.post_process(p));
             if let Some(p) = &sensor {
                 out.push(Publication::Sensor(p.clone()));
             }

@@ -27,6 +27,7 @@ pub mod host;
 pub mod parse;
 pub mod state;
 pub mod translate;
+pub mod user;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

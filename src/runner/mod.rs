@@ -69,6 +69,8 @@ pub struct HooksConfig {
     pub script_path: String,
     /// `--state-dir`: where the `p:` variables are saved; `None`: they are not kept.
     pub state_dir: Option<std::path::PathBuf>,
+    /// `--rhai FILE`: the user's own `before_publish`/`on_telegram`.
+    pub user_rhai: Option<std::path::PathBuf>,
 }
 
 pub fn default_decoders() -> DecoderFactory {
@@ -95,6 +97,8 @@ pub enum RunError {
     /// A link that cannot work; the reason names the meter and its `--port`.
     #[error("{0}")]
     LinkFailed(String),
+    #[error(transparent)]
+    UserRhai(#[from] crate::hooks::user::UserRhaiError),
     #[error("{task} panicked: {message}")]
     Panicked { task: String, message: String },
 }
@@ -160,6 +164,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    let user_rhai = match &config.hooks.user_rhai {
+        Some(path) => Some(crate::hooks::user::UserRhai::load(path)?),
+        None => None,
+    };
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let mut drivers = JoinSet::new();
     // Which meter each task serves, to name it when it panics.
@@ -190,6 +198,9 @@ pub async fn run(
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    if let Some(user) = user_rhai {
+        engine.set_user_rhai(user);
+    }
     let mut actions = ActionLog {
         meters: meter_commands,
         not_done: BTreeSet::new(),
