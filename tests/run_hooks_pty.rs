@@ -75,9 +75,7 @@ fn seed_telegram() -> Vec<u8> {
     let text = std::fs::read_to_string(root().join("tests/fixtures/meters/sx631.txt")).unwrap();
     let end = text.find("\n!").expect("a telegram end") + 2;
     let end = end + text[end..].find('\n').unwrap_or(text.len() - end) + 1;
-    text[text.find('/').unwrap()..end.min(text.len())]
-        .as_bytes()
-        .to_vec()
+    text.as_bytes()[text.find('/').unwrap()..end.min(text.len())].to_vec()
 }
 
 #[test]

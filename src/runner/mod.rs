@@ -369,13 +369,13 @@ impl ActionLog {
                 HookAction::ResetMeters => {
                     let all: Vec<MeterIndex> = self.meters.keys().copied().collect();
                     for m in all {
-                        self.to_meter(m, MeterCommand::ResetDecoder);
+                        self.send_to_meter(m, MeterCommand::ResetDecoder);
                     }
                 }
                 HookAction::Link(HostCommand::SetBaud { meter, baud }) => {
-                    self.to_meter_u32(meter, MeterCommand::Framing { baud, parity: None })
+                    self.send_to_meter_number(meter, MeterCommand::Framing { baud, parity: None })
                 }
-                HookAction::Link(HostCommand::SetMode { meter, baud, parity }) => self.to_meter_u32(
+                HookAction::Link(HostCommand::SetMode { meter, baud, parity }) => self.send_to_meter_number(
                     meter,
                     MeterCommand::Framing {
                         baud,
@@ -383,7 +383,7 @@ impl ActionLog {
                     },
                 ),
                 HookAction::Link(HostCommand::Send { meter, bytes }) => {
-                    self.to_meter_u32(meter, MeterCommand::Send(bytes))
+                    self.send_to_meter_number(meter, MeterCommand::Send(bytes))
                 }
                 HookAction::Link(other) => self.once(format!(
                     "{other:?}: not supported off the ESP yet; ignored"
@@ -398,9 +398,9 @@ impl ActionLog {
         }
     }
 
-    fn to_meter_u32(&mut self, meter: u32, command: MeterCommand) {
+    fn send_to_meter_number(&mut self, meter: u32, command: MeterCommand) {
         match MeterIndex::try_from(meter) {
-            Ok(m) => self.to_meter(m, command),
+            Ok(m) => self.send_to_meter(m, command),
             Err(_) => self.once(format!(
                 "the script addressed meter {meter}, which does not exist"
             )),
@@ -408,7 +408,7 @@ impl ActionLog {
     }
 
     /// Never waits: the engine loop must not stall behind a meter task.
-    fn to_meter(&mut self, meter: MeterIndex, command: MeterCommand) {
+    fn send_to_meter(&mut self, meter: MeterIndex, command: MeterCommand) {
         let Some(tx) = self.meters.get(&meter) else {
             self.once(format!(
                 "the script addressed meter {meter}, which does not exist"
