@@ -3,8 +3,10 @@
 //!   (the one real-time test of the seed: about 25 s of wall time);
 //! - the IEC 62056-21 baud switch as community scripts write it in `>F` (`sml(1 0 300)`, send `/?!`,
 //!   send the ACK `063035300D0A`, `sml(1 0 9600)`) against a simulated meter that answers only after
-//!   the right sequence at the right speeds. The speed a pty is set to is visible through termios on
-//!   its slave side, which the simulated meter reads as it gets each request.
+//!   the right sequence at the right speeds (the speed a pty is set to is visible through termios
+//!   on its slave side, which the simulated meter reads as it gets each request);
+//! - an endless loop in `>S` is stopped and the payloads keep coming;
+//! - `p:` variables survive a restart through the state file.
 
 mod common;
 
@@ -34,12 +36,18 @@ fn compile(text: &str) -> sml::script::model::Script {
 
 /// A run of `script` with meter 1 on the pty `slave`, a payload per telegram, into `sink`.
 fn pty_run(script: sml::script::model::Script, slave: &TTYPort, sink: RecordingSink) -> RunConfig {
+    let path = PathBuf::from(slave.name().unwrap());
+    run_config(script, Source::Serial(path), sink)
+}
+
+fn run_config(
+    script: sml::script::model::Script,
+    source: Source,
+    sink: RecordingSink,
+) -> RunConfig {
     RunConfig {
         script,
-        bindings: vec![Binding {
-            meter: 1,
-            source: Source::Serial(PathBuf::from(slave.name().unwrap())),
-        }],
+        bindings: vec![Binding { meter: 1, source }],
         engine: EngineConfig {
             every_telegram: true,
             ..Default::default()
@@ -210,4 +218,53 @@ fn the_iec_baud_switch_written_in_f_reads_a_meter_that_answers_only_to_the_right
     );
     let payload = without_time(&sensors(&sink)[0]);
     assert_eq!(payload, r#"{"Time":"T","IEC":{"e":1234.567}}"#);
+}
+
+#[test]
+fn permanent_variables_survive_a_restart_through_the_state_file() {
+    let script =
+        ">D\np:runs=0\n>B\nruns=runs+1\n>M 1\n+1,3,o,0,115200,EON\n1,1-0:1.8.0(@1,E,kWh,e,3\n#\n";
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    for _ in 0..2 {
+        let mut config = replay_run(compile(script));
+        config.hooks.state_dir = Some(state.clone());
+        start_sml(config).join();
+    }
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join(sml::hooks::state::STATE_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["runs"], serde_json::json!(2.0));
+}
+
+#[test]
+fn an_endless_loop_in_s_is_stopped_and_the_values_keep_flowing() {
+    let script = compile(
+        ">D\nx=0\n>S\nfor x 1 2 0\nnext\n>M 1\n+1,3,o,0,115200,EON\n1,1-0:1.8.0(@1,E,kWh,e,3\n#\n",
+    );
+    let (mut master, slave) = TTYPort::pair().unwrap();
+    let sink = RecordingSink::default();
+    let run = start_sml(pty_run(script, &slave, sink.clone()));
+    let telegram = seed_telegram();
+    let mut published = 0;
+    let started = Instant::now();
+    // Telegrams for 3 s, so `>S` runs (and is stopped) a few times between them.
+    while started.elapsed() < Duration::from_secs(3) {
+        master.write_all(&telegram).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        published = sensors(&sink).len();
+    }
+    run.stop();
+    assert!(published >= 3, "{published} payloads");
+    drop(slave);
+}
+
+/// The seed's capture replayed as fast as it goes, meter 1 of `script`.
+fn replay_run(script: sml::script::model::Script) -> RunConfig {
+    let capture = root().join("tests/fixtures/meters/sx631.txt");
+    RunConfig {
+        replay_speed: ReplaySpeed::Max,
+        ..run_config(script, Source::Replay(capture), RecordingSink::default())
+    }
 }
