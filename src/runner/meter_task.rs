@@ -90,6 +90,8 @@ pub enum MeterCommand {
     },
     /// `sml(m 1 "hex")`: these bytes, as they are.
     Send(Vec<u8>),
+    /// `sensor53 d<m>`: log the meter's raw bytes, in hex, as they arrive (`false`: stop).
+    DumpRaw(bool),
 }
 
 pub struct LinkDriver {
@@ -122,6 +124,8 @@ struct TaskState {
     waiting_said: bool,
     /// The hooks' commands for this meter; they wait here while the link is down.
     commands: mpsc::Receiver<MeterCommand>,
+    /// `sensor53 d`: the raw bytes go to the log.
+    dump_raw: bool,
 }
 
 impl Drop for TaskState {
@@ -161,6 +165,7 @@ impl LinkDriver {
             warnings: WarnLimiter::new(WARN_PERIOD),
             waiting_said: false,
             commands,
+            dump_raw: false,
         };
         self.run_links(&mut state).await;
     }
@@ -314,6 +319,9 @@ impl LinkDriver {
                     Ok(0) => return (Ending::Dropped("closed by the other end".into()), got_bytes),
                     Ok(n) => {
                         got_bytes = true;
+                        if state.dump_raw {
+                            info!("{}: raw {}", self.label(), crate::hex::encode(&buf[..n]));
+                        }
                         decoder.handle_bytes(Instant::now(), &buf[..n]);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -337,6 +345,7 @@ impl LinkDriver {
                         Ok(false) => debug!("{}: the script's {baud} baud has no meaning for this link", self.label()),
                         Err(e) => return (Ending::Dropped(format!("setting {baud} baud: {e}")), got_bytes),
                     },
+                    MeterCommand::DumpRaw(on) => state.dump_raw = on,
                     MeterCommand::Send(bytes) => {
                         debug!("{}: sending {} bytes for the script", self.label(), bytes.len());
                         if let Err(e) = link.write_all(&bytes).await {

@@ -388,8 +388,15 @@ impl ActionLog {
                 HookAction::Link(other) => self.once(format!(
                     "{other:?}: not supported off the ESP yet; ignored"
                 )),
-                HookAction::DumpRaw { .. } => {
-                    self.once("`sensor53 d`: raw dumps are not wired yet; use `sml decode`".into())
+                // `sensor53 d1` dumps meter 1, `d0` stops every dump.
+                HookAction::DumpRaw { meter: 0 } => {
+                    let all: Vec<MeterIndex> = self.meters.keys().copied().collect();
+                    for m in all {
+                        self.send_to_meter(m, MeterCommand::DumpRaw(false));
+                    }
+                }
+                HookAction::DumpRaw { meter } => {
+                    self.send_to_meter_number(meter, MeterCommand::DumpRaw(true))
                 }
                 HookAction::Publish { .. } => {
                     self.once("`publish` from the script is not wired yet".into())
