@@ -240,14 +240,14 @@ impl ScriptHooks {
                 if self.publish_allowed(&topic) {
                     HookAction::Publish { topic, payload }
                 } else {
-                    let why = format!(
-                        "`publish {topic}` refused: a script may publish only under {}",
-                        if self.publish_prefixes.is_empty() {
-                            "a broker's topics (none is configured)".to_string()
-                        } else {
+                    let why = if self.publish_prefixes.is_empty() {
+                        format!("`publish {topic}` ignored: publishing from the script is not wired to the broker yet")
+                    } else {
+                        format!(
+                            "`publish {topic}` refused: a script may publish only under {}",
                             self.publish_prefixes.join(", ")
-                        }
-                    );
+                        )
+                    };
                     match self.first_time(why) {
                         Some(w) => HookAction::Error(w),
                         None => return,
