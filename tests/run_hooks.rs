@@ -292,3 +292,28 @@ fn commands_after_a_delay_wait_for_it() {
         "{second:?}"
     );
 }
+
+#[test]
+fn sml_run_refuses_a_script_whose_sections_do_not_translate_quoting_the_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sml"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "run",
+            "tests/fixtures/broken/section-errors.sml",
+            "--port",
+            "1=file:tests/fixtures/meters/sx631.txt",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tests/fixtures/broken/section-errors.sml:6:16: error:"),
+        "{err}"
+    );
+    assert!(err.contains("  pwr=(sml[1]*2"), "{err}");
+    assert!(
+        err.contains("its script sections do not translate"),
+        "{err}"
+    );
+}
