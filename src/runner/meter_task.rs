@@ -126,6 +126,9 @@ struct TaskState {
     commands: mpsc::Receiver<MeterCommand>,
     /// `sensor53 d`: the raw bytes go to the log.
     dump_raw: bool,
+    /// The speed and parity the script last set: a reopened port gets them again, as the ESP's
+    /// port never lost them.
+    framing: Option<(u32, Option<crate::script::model::Parity>)>,
 }
 
 impl Drop for TaskState {
@@ -166,6 +169,7 @@ impl LinkDriver {
             waiting_said: false,
             commands,
             dump_raw: false,
+            framing: None,
         };
         self.run_links(&mut state).await;
     }
@@ -194,6 +198,14 @@ impl LinkDriver {
                             return;
                         }
                     };
+                    if let Some((baud, parity)) = state.framing {
+                        if let Err(e) = link.set_framing(baud, parity).await {
+                            warn!(
+                                "{}: setting the script's {baud} baud again: {e}",
+                                self.label()
+                            );
+                        }
+                    }
                     if !self.send(LinkEventKind::Up).await {
                         return;
                     }
@@ -341,7 +353,11 @@ impl LinkDriver {
                         Err(e) => return (Ending::Failed(e.to_string()), got_bytes),
                     },
                     MeterCommand::Framing { baud, parity } => match link.set_framing(baud, parity).await {
-                        Ok(true) => info!("{}: now {baud} baud, as the script asked", self.label()),
+                        Ok(true) => {
+                            let parity = parity.or(state.framing.and_then(|(_, p)| p));
+                            state.framing = Some((baud, parity));
+                            info!("{}: now {baud} baud, as the script asked", self.label())
+                        }
                         Ok(false) => debug!("{}: the script's {baud} baud has no meaning for this link", self.label()),
                         Err(e) => return (Ending::Dropped(format!("setting {baud} baud: {e}")), got_bytes),
                     },
