@@ -114,6 +114,7 @@ fn main() {
             mqtt: None,
         },
         decoders: sml::runner::default_decoders(),
+        hooks: Default::default(),
     };
     let sml_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

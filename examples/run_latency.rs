@@ -3,6 +3,10 @@
 //!
 //!     mosquitto -p 18830 &
 //!     cargo run --release --example run_latency -- 18830
+//!     cargo run --release --example run_latency -- 18830 1000 hooks
+//!
+//! With `hooks`, the script also has `>F` (every 100 ms) and `>S` sections working on `sml[n]`, and
+//! every payload goes through a user's `before_publish` (`--rhai`), so the figure includes them.
 //!
 //! sml runs in this process on its own single-threaded runtime, as `sml run` does.
 //! `SML_HTTP=1` turns `--http` on (loopback, a free port) with the live page open: `/api/live`
@@ -24,6 +28,7 @@ fn main() {
         .nth(2)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
+    let with_hooks = std::env::args().nth(3).is_some_and(|a| a == "hooks");
     let telegram = common::telegram();
     let (mut master, slave) = serialport::TTYPort::pair().unwrap();
     let path = serialport::SerialPort::name(&slave).unwrap();
@@ -62,14 +67,29 @@ fn main() {
         teleperiod: Duration::from_secs(3600),
         ..Default::default()
     };
+    let mut script = common::sml_script(1);
+    let mut hooks = sml::runner::HooksConfig::default();
+    if with_hooks {
+        script = hooked_script();
+        let dir = std::env::temp_dir().join(format!("run_latency-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("post.rhai");
+        std::fs::write(
+            &file,
+            "fn before_publish(p) {\n  p.M1.net = p.M1.power - 100.0;\n  this.max = if p.M1.net > (this.max ?? -1e9) { p.M1.net } else { this.max };\n  p.M1.max = this.max;\n  p\n}\n",
+        )
+        .unwrap();
+        hooks.user_rhai = Some(file);
+    }
     let config = RunConfig {
-        script: common::sml_script(1),
+        script,
         bindings: vec![format!("1={path}").parse().unwrap()],
         engine,
         replay_speed: sml::link::ReplaySpeed::RealTime,
         link_backoff: Default::default(),
         sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "latency"))),
         decoders: sml::runner::default_decoders(),
+        hooks,
     };
     let mut frontends = sml::runner::Frontends::default();
     if std::env::var_os("SML_HTTP").is_some() {
@@ -147,4 +167,12 @@ fn get(addr: std::net::SocketAddr, path: &str) {
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
     }
+}
+
+/// `common::sml_script(1)` with sections that run every 100 ms and every second.
+fn hooked_script() -> sml::script::model::Script {
+    let text = ">D\nn=0\navg=0\nt:tm=5\n>F\nn=n+1\nif n>50\nthen\nn=0\nendif\n>S\navg=(avg*9+sml[2])/10\nif tm==0\nthen\ntm=5\nprint %avg%\nendif\n>M 1\n+1,3,s,0,9600,M1\n1,77070100010800ff@1000,Import,kWh,import,4\n1,77070100100700ff@1,Power,W,power,1\n#\n";
+    sml::script::compile(text.as_bytes())
+        .script
+        .expect("the hooked script compiles")
 }

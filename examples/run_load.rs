@@ -119,6 +119,7 @@ fn main() {
         link_backoff: Default::default(),
         sink: SinkConfig::Mqtt(Box::new(common::mqtt(port, "load"))),
         decoders: sml::runner::default_decoders(),
+        hooks: Default::default(),
     };
     let sml_thread = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()

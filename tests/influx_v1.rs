@@ -53,6 +53,7 @@ fn run_config(script: &str, ports: Vec<(u16, Source)>, sink: SinkConfig) -> sml:
         },
         sink,
         decoders: line_decoders(),
+        hooks: Default::default(),
     }
 }
 

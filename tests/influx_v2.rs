@@ -171,6 +171,7 @@ fn the_v2_write_api_gets_the_token_and_points_and_its_answers_are_honoured() {
             mqtt: None,
         },
         decoders: line_decoders(),
+        hooks: Default::default(),
     };
     capture_log();
     let path = slave.name().unwrap();

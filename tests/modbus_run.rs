@@ -45,6 +45,7 @@ fn config(
         },
         sink: sml::runner::SinkConfig::Recording(sink),
         decoders: sml::runner::default_decoders(),
+        hooks: Default::default(),
     };
     (config, published)
 }

@@ -1,5 +1,8 @@
 //! `sml run` as users run it (the built binary): the SX631 seed script on a pty meter, publishing
 //! to an in-process rumqttd on the seed's topic; killed, the broker says Offline for it.
+//! The runs use `tests/fixtures/no-holdback/sx631.sml`, the seed's `>M` without its `>B`/`>S`
+//! sections: the seed itself holds its values back for 22 s (`smlj`), which `tests/run_hooks*.rs`
+//! test; here the payloads must go out at once.
 
 mod common;
 
@@ -25,7 +28,7 @@ fn sml_run_publishes_the_sx631_telegram_on_the_seed_topic_and_the_will_when_kill
         .current_dir(root())
         .args([
             "decode",
-            "meters/sx631.sml",
+            "tests/fixtures/no-holdback/sx631.sml",
             "tests/fixtures/meters/sx631.txt",
         ])
         .output()
@@ -47,7 +50,12 @@ fn sml_run_publishes_the_sx631_telegram_on_the_seed_topic_and_the_will_when_kill
     drop(slave);
     let mut sml = Command::new(env!("CARGO_BIN_EXE_sml"))
         .current_dir(root())
-        .args(["run", "meters/sx631.sml", "--port", &format!("1={path}")])
+        .args([
+            "run",
+            "tests/fixtures/no-holdback/sx631.sml",
+            "--port",
+            &format!("1={path}"),
+        ])
         .args([
             "--broker",
             &format!("mqtt://127.0.0.1:{port}"),
@@ -88,7 +96,7 @@ fn sml_run_publishes_the_sx631_telegram_on_the_seed_topic_and_the_will_when_kill
 fn one_meter_and_no_port_fails_with_the_three_ways_to_give_one() {
     let out = Command::new(env!("CARGO_BIN_EXE_sml"))
         .current_dir(root())
-        .args(["run", "meters/sx631.sml"])
+        .args(["run", "tests/fixtures/no-holdback/sx631.sml"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -124,7 +132,7 @@ fn last_line(text: &str) -> &str {
 #[test]
 fn a_capture_without_every_telegram_publishes_the_values_read_once_at_its_end() {
     let (code, out, err) = sml_run(&[
-        "meters/sx631.sml",
+        "tests/fixtures/no-holdback/sx631.sml",
         "--port",
         "1=file:tests/fixtures/meters/sx631.txt",
         "--replay-speed",
@@ -137,7 +145,11 @@ fn a_capture_without_every_telegram_publishes_the_values_read_once_at_its_end() 
 
 #[test]
 fn a_missing_capture_fails_quoting_the_port_last_on_stderr() {
-    let (code, out, err) = sml_run(&["meters/sx631.sml", "--port", "1=file:missing.txt"]);
+    let (code, out, err) = sml_run(&[
+        "tests/fixtures/no-holdback/sx631.sml",
+        "--port",
+        "1=file:missing.txt",
+    ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(out.is_empty(), "{out}");
     let last = last_line(&err);
@@ -151,7 +163,7 @@ fn a_missing_capture_fails_quoting_the_port_last_on_stderr() {
 #[test]
 fn a_replay_speed_beyond_the_clock_is_refused_quoting_it() {
     let (code, _, err) = sml_run(&[
-        "meters/sx631.sml",
+        "tests/fixtures/no-holdback/sx631.sml",
         "--port",
         "1=file:tests/fixtures/meters/sx631.txt",
         "--replay-speed",
@@ -167,7 +179,7 @@ fn payloads_the_broker_never_got_fail_the_run_with_the_count_last_on_stderr() {
     // Nobody listens on this port: the capture's payload stays queued.
     let port = free_port();
     let (code, _, err) = sml_run(&[
-        "meters/sx631.sml",
+        "tests/fixtures/no-holdback/sx631.sml",
         "--port",
         "1=file:tests/fixtures/meters/sx631.txt",
         "--replay-speed",
@@ -191,7 +203,11 @@ fn a_password_in_the_config_file_is_never_echoed() {
         "broker = \"mqtt://127.0.0.1:1\"\nuser = \"meter\"\npassword = \"hunter2-secret\"\n",
     )
     .unwrap();
-    let (code, _, err) = sml_run(&["meters/sx631.sml", "--config", config.to_str().unwrap()]);
+    let (code, _, err) = sml_run(&[
+        "tests/fixtures/no-holdback/sx631.sml",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(2), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
     assert!(
@@ -208,7 +224,12 @@ fn a_serial_device_that_does_not_exist_is_waited_for_and_said_once() {
     let device = dir.path().join("ttyUSB-not-yet");
     let mut sml = Command::new(env!("CARGO_BIN_EXE_sml"))
         .current_dir(root())
-        .args(["run", "-v", "meters/sx631.sml", "--port"])
+        .args([
+            "run",
+            "-v",
+            "tests/fixtures/no-holdback/sx631.sml",
+            "--port",
+        ])
         .arg(format!("1={}", device.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -264,7 +285,7 @@ fn a_megabyte_of_noise_writes_a_few_warning_lines_not_one_per_telegram() {
         .collect();
     std::fs::write(&noise, bytes).unwrap();
     let (code, out, err) = sml_run(&[
-        "meters/sx631.sml",
+        "tests/fixtures/no-holdback/sx631.sml",
         "--port",
         &format!("1=file:{}", noise.display()),
         "--replay-speed",
@@ -303,7 +324,7 @@ fn a_capture_run_against_a_broker_delivers_its_last_payload_before_exiting() {
     start_broker(port);
     let seen = subscribe(port, "tele/capture/#");
     let (code, _, err) = sml_run(&[
-        "meters/sx631.sml",
+        "tests/fixtures/no-holdback/sx631.sml",
         "--port",
         "1=file:tests/fixtures/meters/sx631.txt",
         "--replay-speed",

@@ -479,7 +479,12 @@ fn sml_run_exits_non_zero_when_the_broker_refuses_the_password() {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["run", "meters/sx631.sml", "--port"])
         .arg(format!("1={device}"))
-        .args(["--broker", &format!("mqtt://127.0.0.1:{port}"), "--user", "sml"])
+        .args([
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--user",
+            "sml",
+        ])
         .arg("--password-file")
         .arg(&password_file)
         .stdin(Stdio::null())

@@ -1,6 +1,8 @@
 /*!
 `sml check FILE...`: compile each script and print every diagnostic as `path:line:col: severity:
-message`, the source line and a caret. Exit 0 when every file compiles (warnings allowed), 1 when
+message`, the source line and a caret: first the `>D`/`>M` checks, then the script sections'
+(`>B`, `>S`, `>F`, ...: syntax the translation to Rhai does not know is an error, ESP-only commands
+are warnings, see [`crate::hooks::check`]). Exit 0 when every file compiles (warnings allowed), 1 when
 any file has an error. A file that cannot be read counts as an error for that file, not a crash.
 Diagnostics and the summary go to stderr, as compilers print them, so they stay together and in
 order when both streams reach a terminal or a log.
@@ -42,13 +44,22 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         };
         let shown = path.display().to_string();
         let compiled = script::compile_with(&bytes, &options);
-        for d in &compiled.diagnostics {
+        let mut diagnostics = compiled.diagnostics.clone();
+        // The sections are checked only once the script itself compiled: they read its variables.
+        if let Some(script) = &compiled.script {
+            let text = String::from_utf8_lossy(&bytes);
+            diagnostics.extend(crate::hooks::check::check_with_source(script, &text));
+        }
+        for d in &diagnostics {
             if args.quiet && d.severity != script::Severity::Error {
                 continue;
             }
             eprint!("{}", d.render(&shown));
         }
-        if compiled.has_errors() {
+        if diagnostics
+            .iter()
+            .any(|d| d.severity == script::Severity::Error)
+        {
             failed += 1;
         }
     }

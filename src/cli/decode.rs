@@ -7,6 +7,10 @@ complete, so memory stays bounded whatever the capture holds: a multi-gigabyte r
 endless device such as `/dev/zero` or a serial port (`-` reads standard input). A replay that
 publishes nothing says on stderr what it found instead (telegrams framed, metric lines matched,
 rejections) and exits 1, so a script that does not fit its meter is not mistaken for a quiet success.
+
+`--rhai FILE` runs each payload through the user's `before_publish` (and each telegram through
+`on_telegram`) as `sml run` does, to try a post-processing file on a capture. The script's own
+sections (`>S`, `>T`...) are not run: a replay has no clock for them.
 */
 
 use std::collections::BTreeSet;
@@ -20,6 +24,7 @@ use anyhow::{bail, Context};
 use crate::decode::{decoder_for, DecodeEvent, DecodeStats, Decoder, RejectKind};
 use crate::engine::values::ValueTable;
 use crate::hex::{self, HexError};
+use crate::hooks::user::UserRhai;
 use crate::script::model::{EntryNo, MeterIndex};
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +49,10 @@ pub struct Args {
     /// A variable of the host script a meter file is pasted into, for `%NAME%` (repeatable).
     #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
     pub defines: Vec<crate::script::Define>,
+    /// Your own post-processing in Rhai (`fn before_publish(payload)`, `fn on_telegram(meter,
+    /// values)`), as `sml run --rhai`.
+    #[arg(long, value_name = "FILE")]
+    pub rhai: Option<PathBuf>,
 }
 
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -81,6 +90,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             script.meters.len()
         );
     };
+    let user = match &args.rhai {
+        Some(path) => Some(UserRhai::load(path)?),
+        None => None,
+    };
     let mut decoder = decoder_for(meter)?;
     let capture_name = args.capture.display().to_string();
     let capture: Box<dyn Read> = if capture_name == "-" {
@@ -99,6 +112,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         std::io::stdout().lock(),
         std::io::stderr(),
     );
+    replay.user = user;
     let result = replay.run(capture, args.hex, decoder.as_mut());
     let summary = replay.summary;
     let read_error = match result {
@@ -223,6 +237,8 @@ pub struct Replay<W: Write, E: Write> {
     pub summary: Summary,
     /// Rejections printed so far, per kind.
     shown: std::collections::BTreeMap<RejectKind, u32>,
+    /// `--rhai FILE`.
+    pub user: Option<UserRhai>,
 }
 
 impl<W: Write, E: Write> Replay<W, E> {
@@ -241,6 +257,7 @@ impl<W: Write, E: Write> Replay<W, E> {
             errors,
             summary: Summary::default(),
             shown: Default::default(),
+            user: None,
         }
     }
 
@@ -322,9 +339,27 @@ impl<W: Write, E: Write> Replay<W, E> {
                     let time = self
                         .time
                         .unwrap_or_else(|| chrono::Local::now().naive_local());
-                    if let Some(p) = self.table.payload_for(&time, &refreshed) {
+                    let Some(p) = self.table.payload_for(&time, &refreshed) else {
+                        continue;
+                    };
+                    let payload = match &mut self.user {
+                        None => Some(p.0),
+                        Some(user) => {
+                            let meter = self.meter;
+                            let mut report = |e: Option<String>| {
+                                if let Some(e) = e {
+                                    let _ = writeln!(self.errors, "sml: {e}");
+                                }
+                            };
+                            report(user.on_telegram(meter, &p.0));
+                            let (out, error) = user.before_publish(&p.0);
+                            report(error);
+                            out
+                        }
+                    };
+                    if let Some(p) = payload {
                         self.summary.payloads += 1;
-                        writeln!(self.out, "{}", p.0).map_err(ReplayError::Output)?;
+                        writeln!(self.out, "{p}").map_err(ReplayError::Output)?;
                     }
                 }
                 DecodeEvent::Discarded { bytes } => tracing::debug!("skipped {bytes} bytes"),

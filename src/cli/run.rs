@@ -110,6 +110,14 @@ pub struct Args {
     /// DIR/influx/outbox.jsonl), so a restart loses none.
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// Keep the script's permanent `p:` variables in DIR/script-state.json (default: the --spool
+    /// directory, if given).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Your own post-processing in Rhai: `fn before_publish(payload)` (return the map to publish, or
+    /// `()` for nothing) and optionally `fn on_telegram(meter, values)`.
+    #[arg(long, value_name = "FILE")]
+    pub rhai: Option<PathBuf>,
     /// Payloads kept while the broker (or InfluxDB) is away (oldest dropped beyond; default 10000).
     #[arg(long, value_name = "N")]
     pub queue_size: Option<usize>,
@@ -215,6 +223,8 @@ impl Args {
             every_telegram: self.every_telegram || file.every_telegram,
             replay_speed: self.replay_speed.or(file.replay_speed),
             spool: self.spool.or(rel(file.spool)),
+            state_dir: self.state_dir.or(rel(file.state_dir)),
+            rhai: self.rhai.or(rel(file.rhai)),
             queue_size: self.queue_size.or(file.queue_size),
             // The file's first, so a flag given for the same name wins.
             defines: file.defines.into_iter().chain(self.defines).collect(),
@@ -518,6 +528,11 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         link_backoff: Backoff::default(),
         sink,
         decoders: default_decoders(),
+        hooks: crate::runner::HooksConfig {
+            script_path: script_path.display().to_string(),
+            state_dir: args.state_dir.clone().or_else(|| args.spool.clone()),
+            user_rhai: args.rhai.clone(),
+        },
     };
     let defines = args
         .defines
@@ -686,6 +701,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let Some(script) = compiled.script else {
         bail!("{shown} does not compile");
     };
+    // The sections run: what does not translate stops the run here, as `sml check` reports it.
+    let sections =
+        crate::hooks::check::check_with_source(&script, &String::from_utf8_lossy(&source));
+    for d in &sections {
+        eprint!("{}", d.render(&shown));
+    }
+    if sections
+        .iter()
+        .any(|d| d.severity == crate::script::Severity::Error)
+    {
+        bail!("{shown}: its script sections do not translate");
+    }
     config.script = script;
     let has_address = |m: &crate::script::model::Meter| {
         matches!(

@@ -3,7 +3,10 @@ The engine's clock and what it publishes: telegrams in, publications out, driven
 local wall time for `Time`), never touching a port or a broker, so it is tested with no network.
 
 Tasmota's timing, which consumers and scripts rely on:
-- every second a tick (the `>S` hooks will run here);
+- every second a tick: the script's timers and `>S` (see [`crate::engine::hooks`] for `>B`, `>F`,
+  `>J`, `>T`, `>R` and what their commands do);
+- `smlj` (Tasmota's default 1): while its bit 0 is 0, the meters' values are not published, neither
+  at the teleperiod nor per telegram (the seed script holds them back for 22 s after a start);
 - the teleperiod (default 300 s, 10..3600) publishes SENSOR with the values received so far and
   STATE with the uptime; the first comes 5 s after the first broker connect (Tasmota presets its
   counter), or one teleperiod after start if the broker never answers;
@@ -27,8 +30,11 @@ Where sml differs, so that an old value is never published as a new one
 use std::time::{Duration, Instant};
 
 use crate::decode::Telegram;
+use crate::engine::hooks::{HookAction, ScriptHooks};
 use crate::engine::json;
 use crate::engine::values::ValueTable;
+use crate::hooks::user::UserRhai;
+use crate::hooks::HostCommand;
 use crate::script::model::{MeterIndex, Script};
 
 pub use crate::engine::freshness::StaleAfter;
@@ -82,11 +88,25 @@ pub struct Engine {
     next_teleperiod: Instant,
     connected_once: bool,
     stats: EngineStats,
+    /// The script's sections; `None` for a script without any.
+    hooks: Option<ScriptHooks>,
+    /// Actions of the engine's own (a script whose sections do not translate).
+    actions: Vec<HookAction>,
+    /// The user's own post-processing (`--rhai FILE`).
+    user: Option<UserRhai>,
 }
 
 impl Engine {
     pub fn new(script: &Script, config: EngineConfig, now: Instant) -> Engine {
+        let (mut hooks, failure) = ScriptHooks::new(script, now);
+        if let Some(h) = &mut hooks {
+            h.hooks_mut()
+                .set_teleperiod(config.teleperiod.as_secs() as u32);
+        }
         Engine {
+            hooks,
+            actions: failure.into_iter().collect(),
+            user: None,
             table: ValueTable::new(script).with_stale_after(config.stale_after, now),
             config,
             started: now,
@@ -99,6 +119,130 @@ impl Engine {
 
     pub fn stats(&self) -> EngineStats {
         self.stats
+    }
+
+    /// The script's hooks, to restore `p:` variables before the first call or to set `%topic%`.
+    pub fn hooks_mut(&mut self) -> Option<&mut ScriptHooks> {
+        self.hooks.as_mut()
+    }
+
+    /// What the run loop must do for the script since the last call (log, meter tasks, disk).
+    pub fn take_actions(&mut self) -> Vec<HookAction> {
+        let mut out = std::mem::take(&mut self.actions);
+        if let Some(h) = &mut self.hooks {
+            out.extend(h.take_actions());
+        }
+        out
+    }
+
+    /// Run every SENSOR payload through the user's `before_publish`, and each telegram through
+    /// `on_telegram`.
+    pub fn set_user_rhai(&mut self, user: UserRhai) {
+        self.user = Some(user);
+    }
+
+    /// The user's `before_publish`: the payload to publish, if any. A failure publishes the
+    /// payload as it was and is reported once.
+    fn post_process(&mut self, payload: String) -> Option<String> {
+        let Some(user) = &mut self.user else {
+            return Some(payload);
+        };
+        let (out, error) = user.before_publish(&payload);
+        if let Some(e) = error {
+            self.actions.push(HookAction::Error(e));
+        }
+        out
+    }
+
+    /// Whether the meters' values are published now (`smlj` bit 0).
+    fn publishes_meters(&self) -> bool {
+        self.hooks
+            .as_ref()
+            .is_none_or(ScriptHooks::publishes_meters)
+    }
+
+    /// `>B`, once, on the engine's first call.
+    fn boot(&mut self, now: Instant, wall: &chrono::NaiveDateTime) {
+        if let Some(h) = &mut self.hooks {
+            let commands = h.ensure_booted(now, wall, &self.table);
+            self.apply(now, commands);
+        }
+    }
+
+    /// Apply what a hook asked: what is the engine's own here, the rest becomes an action.
+    fn apply(&mut self, now: Instant, commands: Vec<HostCommand>) {
+        for c in commands {
+            match c {
+                HostCommand::RestartMeters => {
+                    // The values read 0 and are not published until the meters send again.
+                    for m in self.table.meter_indices() {
+                        self.table.forget_meter(m);
+                    }
+                    if let Some(h) = &mut self.hooks {
+                        h.act(HostCommand::RestartMeters);
+                    }
+                }
+                HostCommand::SetTeleperiod { seconds } => {
+                    let period = Duration::from_secs(u64::from(seconds))
+                        .clamp(TELEPERIOD_MIN, TELEPERIOD_MAX);
+                    self.config.teleperiod = period;
+                    self.next_teleperiod = now + period;
+                    if let Some(h) = &mut self.hooks {
+                        h.hooks_mut().set_teleperiod(period.as_secs() as u32);
+                    }
+                }
+                other => {
+                    if let Some(h) = &mut self.hooks {
+                        h.act(other);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The teleperiod's SENSOR: the fresh values (if `smlj` allows), then `>J`'s text.
+    fn sensor(&mut self, now: Instant, wall: &chrono::NaiveDateTime) -> Option<String> {
+        let meters = if self.publishes_meters() {
+            self.table.sensor_payload(now, wall).map(|p| p.0)
+        } else {
+            None
+        };
+        let extra = match &mut self.hooks {
+            Some(h) if h.hooks().has_section(">J") => h.json_append(now, wall, &self.table),
+            _ => String::new(),
+        };
+        let extra = extra.trim();
+        if extra.is_empty() {
+            return meters;
+        }
+        let mut out = meters.clone().unwrap_or_else(|| {
+            let mut s = String::from("{\"Time\":");
+            json::push_string(&mut s, &json::format_time(wall));
+            s.push('}');
+            s
+        });
+        out.pop();
+        if !extra.starts_with(',') {
+            out.push(',');
+        }
+        out.push_str(extra);
+        out.push('}');
+        // `>J` is the script's own text: what is not JSON is not published as if it were.
+        if serde_json::from_str::<serde_json::Value>(&out).is_err() {
+            let why = format!("`>J` gave text that is not JSON, left out: {extra}");
+            self.actions.push(HookAction::Error(why));
+            return meters;
+        }
+        Some(out)
+    }
+
+    /// The program stops: `>R`, then the `p:` variables to save (as actions).
+    pub fn handle_shutdown(&mut self, now: Instant, wall: &chrono::NaiveDateTime) {
+        self.boot(now, wall);
+        if let Some(h) = &mut self.hooks {
+            let commands = h.handle_shutdown(now, wall, &self.table);
+            self.apply(now, commands);
+        }
     }
 
     /// The sink reached its broker (or, for stdout, is ready). The first time, the first
@@ -122,20 +266,36 @@ impl Engine {
         t: &Telegram,
     ) -> Vec<Publication> {
         self.stats.telegrams += 1;
+        self.boot(now, wall);
         let refreshed = self.table.handle_telegram(now, meter, t);
-        if self.config.every_telegram {
-            return self
-                .table
-                .payload_for(wall, &refreshed)
-                .map(|p| Publication::Sensor(p.0))
-                .into_iter()
-                .collect();
+        if let Some(user) = self.user.as_mut().filter(|u| u.wants_telegrams()) {
+            if let Some(p) = self.table.payload_for(wall, &refreshed) {
+                if let Some(e) = user.on_telegram(meter, &p.0) {
+                    self.actions.push(HookAction::Error(e));
+                }
+            }
         }
-        refreshed
-            .iter()
-            .filter(|e| self.table.publishes_each(**e))
-            .filter_map(|e| self.table.payload_for(wall, std::slice::from_ref(e)))
-            .map(|p| Publication::Sensor(p.0))
+        if !self.publishes_meters() {
+            return Vec::new();
+        }
+        let payloads: Vec<String> = if self.config.every_telegram {
+            self.table
+                .payload_for(wall, &refreshed)
+                .map(|p| p.0)
+                .into_iter()
+                .collect()
+        } else {
+            refreshed
+                .iter()
+                .filter(|e| self.table.publishes_each(**e))
+                .filter_map(|e| self.table.payload_for(wall, std::slice::from_ref(e)))
+                .map(|p| p.0)
+                .collect()
+        };
+        payloads
+            .into_iter()
+            .filter_map(|p| self.post_process(p))
+            .map(Publication::Sensor)
             .collect()
     }
 
@@ -151,9 +311,17 @@ impl Engine {
         if self.config.every_telegram {
             return Vec::new();
         }
-        self.table
-            .sensor_payload(now, wall)
-            .map(|p| Publication::Sensor(p.0))
+        self.boot(now, wall);
+        if !self.publishes_meters() {
+            // A short capture of a script that holds its values back at start (the seed's 22 s).
+            self.actions.push(HookAction::Log(
+                "the script's smlj is 0: the meters' values were held back, as the script asks"
+                    .into(),
+            ));
+        }
+        self.sensor(now, wall)
+            .and_then(|p| self.post_process(p))
+            .map(Publication::Sensor)
             .into_iter()
             .collect()
     }
@@ -165,7 +333,11 @@ impl Engine {
 
     /// When [`Engine::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Instant {
-        self.next_tick.min(self.next_teleperiod)
+        let due = self.next_tick.min(self.next_teleperiod);
+        match self.hooks.as_ref().and_then(ScriptHooks::poll_timeout) {
+            Some(hooks) => due.min(hooks),
+            None => due,
+        }
     }
 
     /// Run the ticks and the teleperiod that are due at `now`.
@@ -175,18 +347,31 @@ impl Engine {
         wall: &chrono::NaiveDateTime,
     ) -> Vec<Publication> {
         let mut out = Vec::new();
+        self.boot(now, wall);
+        if let Some(h) = &mut self.hooks {
+            let commands = h.handle_fast(now, wall, &self.table);
+            self.apply(now, commands);
+        }
         if now >= self.next_tick {
-            // Hook point: the `>S` section runs here once hooks exist.
+            if let Some(h) = &mut self.hooks {
+                let commands = h.handle_second(now, wall, &self.table);
+                self.apply(now, commands);
+            }
             self.next_tick = advance(self.next_tick, TICK, now);
         }
         if now >= self.next_teleperiod {
             self.stats.teleperiods += 1;
             // Tasmota publishes SENSOR only when it has something to say; STATE always.
-            if let Some(p) = self.table.sensor_payload(now, wall) {
-                out.push(Publication::Sensor(p.0));
+            let sensor = self.sensor(now, wall).and_then(|p| self.post_process(p));
+            if let Some(p) = &sensor {
+                out.push(Publication::Sensor(p.clone()));
             }
             out.push(Publication::State(self.state_payload(now, wall)));
             self.next_teleperiod = advance(self.next_teleperiod, self.config.teleperiod, now);
+            if let Some(h) = &mut self.hooks {
+                let commands = h.handle_teleperiod(now, wall, &self.table, sensor.as_deref());
+                self.apply(now, commands);
+            }
         }
         out
     }

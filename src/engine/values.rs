@@ -435,6 +435,11 @@ impl ValueTable {
         }
     }
 
+    /// The script's meter numbers, in order.
+    pub fn meter_indices(&self) -> Vec<MeterIndex> {
+        self.meters.iter().map(|m| m.index).collect()
+    }
+
     /// The teleperiod's SENSOR payload: every line's latest value that is still fresh; `None` when
     /// there is none.
     pub fn sensor_payload(
@@ -472,6 +477,31 @@ impl ValueTable {
             w.push(&self.groups, g, &self.slots[usize::from(e) - 1]);
         }
         w.finish()
+    }
+}
+
+/// `sml[n]` for the script's hooks: the latest value of entry n, fresh or not, as Tasmota keeps it;
+/// 0 before the first reading and for a text value.
+impl crate::hooks::Readings for ValueTable {
+    fn count(&self) -> usize {
+        self.slots.len()
+    }
+
+    fn value(&self, entry: usize) -> f64 {
+        match self
+            .slots
+            .get(entry.wrapping_sub(1))
+            .and_then(|s| s.value.as_ref())
+        {
+            Some(Value::Number(n)) => *n,
+            _ => 0.0,
+        }
+    }
+
+    fn valid(&self, entry: usize) -> bool {
+        self.slots
+            .get(entry.wrapping_sub(1))
+            .is_some_and(|s| s.value.is_some())
     }
 }
 

@@ -25,7 +25,9 @@ pub mod ast;
 pub mod check;
 pub mod host;
 pub mod parse;
+pub mod state;
 pub mod translate;
+pub mod user;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -196,6 +198,18 @@ impl Hooks {
             reported: BTreeSet::new(),
             error_count: 0,
         })
+    }
+
+    /// Whether the script has this section (`">F"`, `">T"`, `">J"`...): the engine wakes every
+    /// 100 ms only for a script with `>F`, and builds `>T`'s JSON only when someone reads it.
+    pub fn has_section(&self, section: &str) -> bool {
+        let function = format!("on_{}", section.trim_start_matches('>'));
+        self.translation.functions.contains(&function)
+    }
+
+    /// Whether the script declares `p:` variables to save and restore.
+    pub fn has_permanent(&self) -> bool {
+        !self.permanent.is_empty()
     }
 
     /// The generated Rhai (for `sml check --emit-rhai`).

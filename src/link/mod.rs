@@ -74,6 +74,19 @@ impl Link {
         }
     }
 
+    /// Change the speed (and parity) of a serial port after what was written has left. A TCP bridge
+    /// or a replay has no speed to change here: `false`, the caller says so.
+    pub async fn set_framing(
+        &mut self,
+        baud: u32,
+        parity: Option<crate::script::model::Parity>,
+    ) -> io::Result<bool> {
+        match self {
+            Link::Serial(l) => l.set_framing(baud, parity).await.map(|()| true),
+            Link::Tcp(_) | Link::Replay(_) => Ok(false),
+        }
+    }
+
     /// A replay's end is final; any other link that ends has dropped and is opened again.
     pub fn ends_for_good(&self) -> bool {
         matches!(self, Link::Replay(_))

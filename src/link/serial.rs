@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use serialport::{DataBits, FlowControl, StopBits, TTYPort};
+use serialport::{DataBits, FlowControl, SerialPort, StopBits, TTYPort};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
@@ -79,6 +79,47 @@ impl SerialLink {
                 Err(_would_block) => continue,
             }
         }
+        Ok(())
+    }
+}
+
+impl SerialLink {
+    /// Change the speed, and the parity if given, on the open port (`sml(m 0 baud)`, `sml(-m 1
+    /// "2400:8E1")`). What was written is sent first at the old speed: an IEC 62056-21 ACK must
+    /// leave at 300 baud before the switch to 9600.
+    pub async fn set_framing(&mut self, baud: u32, parity: Option<Parity>) -> io::Result<()> {
+        self.drain().await?;
+        let port = self.fd.get_mut();
+        port.set_baud_rate(baud).map_err(io::Error::from)?;
+        if let Some(p) = parity {
+            port.set_parity(match p {
+                Parity::None => serialport::Parity::None,
+                Parity::Even => serialport::Parity::Even,
+                Parity::Odd => serialport::Parity::Odd,
+            })
+            .map_err(io::Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// Wait, without blocking the runtime, until the kernel has sent what was written (at most
+    /// 2 s: a port whose other end does not read must not stall the meter's task), then one
+    /// character's time for the last byte in the UART's shift register.
+    async fn drain(&mut self) -> io::Result<()> {
+        let baud = self.fd.get_ref().baud_rate().unwrap_or(9600).max(50);
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self
+            .fd
+            .get_ref()
+            .bytes_to_write()
+            .map_err(io::Error::from)?
+            > 0
+            && tokio::time::Instant::now() < give_up
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let char_time = std::time::Duration::from_micros(11_000_000 / u64::from(baud));
+        tokio::time::sleep(char_time).await;
         Ok(())
     }
 }

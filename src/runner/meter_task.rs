@@ -78,6 +78,22 @@ impl Warning {
     }
 }
 
+/// What the script's hooks ask of one meter's task (from the engine loop, over the meter's channel).
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeterCommand {
+    /// `sensor53 r`: start the decoder afresh (half a telegram is not glued to the next).
+    ResetDecoder,
+    /// `sml(m 0 baud)`, `sml(-m 1 "2400:8E1")`: after what was sent has left.
+    Framing {
+        baud: u32,
+        parity: Option<crate::script::model::Parity>,
+    },
+    /// `sml(m 1 "hex")`: these bytes, as they are.
+    Send(Vec<u8>),
+    /// `sensor53 d<m>`: log the meter's raw bytes, in hex, as they arrive (`false`: stop).
+    DumpRaw(bool),
+}
+
 pub struct LinkDriver {
     pub meter: Arc<Meter>,
     pub source: Source,
@@ -106,6 +122,13 @@ struct TaskState {
     warnings: WarnLimiter<Warning>,
     /// "Waiting for the device" was said and the device has not appeared since.
     waiting_said: bool,
+    /// The hooks' commands for this meter; they wait here while the link is down.
+    commands: mpsc::Receiver<MeterCommand>,
+    /// `sensor53 d`: the raw bytes go to the log.
+    dump_raw: bool,
+    /// The speed and parity the script last set: a reopened port gets them again, as the ESP's
+    /// port never lost them.
+    framing: Option<(u32, Option<crate::script::model::Parity>)>,
 }
 
 impl Drop for TaskState {
@@ -133,11 +156,20 @@ impl LinkDriver {
 
     /// Run until the link ends for good or the engine goes away.
     pub async fn run(self) {
+        // Nobody sends: the sender is dropped at once, the branch stays quiet.
+        self.run_with_commands(mpsc::channel(1).1).await
+    }
+
+    /// [`LinkDriver::run`], taking the script's commands for this meter from `commands`.
+    pub async fn run_with_commands(self, commands: mpsc::Receiver<MeterCommand>) {
         let mut state = TaskState {
             label: self.label(),
             retry: self.backoff.retry(),
             warnings: WarnLimiter::new(WARN_PERIOD),
             waiting_said: false,
+            commands,
+            dump_raw: false,
+            framing: None,
         };
         self.run_links(&mut state).await;
     }
@@ -166,6 +198,14 @@ impl LinkDriver {
                             return;
                         }
                     };
+                    if let Some((baud, parity)) = state.framing {
+                        if let Err(e) = link.set_framing(baud, parity).await {
+                            warn!(
+                                "{}: setting the script's {baud} baud again: {e}",
+                                self.label()
+                            );
+                        }
+                    }
                     if !self.send(LinkEventKind::Up).await {
                         return;
                     }
@@ -297,6 +337,9 @@ impl LinkDriver {
                     Ok(0) => return (Ending::Dropped("closed by the other end".into()), got_bytes),
                     Ok(n) => {
                         got_bytes = true;
+                        if state.dump_raw {
+                            info!("{}: raw {}", self.label(), crate::hex::encode(&buf[..n]));
+                        }
                         decoder.handle_bytes(Instant::now(), &buf[..n]);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -310,6 +353,28 @@ impl LinkDriver {
                     report_counts(&state.label, due, "in the last minute");
                 }
                 _ = self.events.closed() => return (Ending::EngineGone, got_bytes),
+                Some(command) = state.commands.recv() => match command {
+                    MeterCommand::ResetDecoder => match (self.decoders)(&self.meter) {
+                        Ok(fresh) => decoder = fresh,
+                        Err(e) => return (Ending::Failed(e.to_string()), got_bytes),
+                    },
+                    MeterCommand::Framing { baud, parity } => match link.set_framing(baud, parity).await {
+                        Ok(true) => {
+                            let parity = parity.or(state.framing.and_then(|(_, p)| p));
+                            state.framing = Some((baud, parity));
+                            info!("{}: now {baud} baud, as the script asked", self.label())
+                        }
+                        Ok(false) => debug!("{}: the script's {baud} baud has no meaning for this link", self.label()),
+                        Err(e) => return (Ending::Dropped(format!("setting {baud} baud: {e}")), got_bytes),
+                    },
+                    MeterCommand::DumpRaw(on) => state.dump_raw = on,
+                    MeterCommand::Send(bytes) => {
+                        debug!("{}: sending {} bytes for the script", self.label(), bytes.len());
+                        if let Err(e) = link.write_all(&bytes).await {
+                            return (Ending::Dropped(format!("write: {e}")), got_bytes);
+                        }
+                    }
+                },
             }
             if !self.drain(decoder.as_mut(), state).await {
                 return (Ending::EngineGone, got_bytes);

@@ -23,12 +23,14 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant as TokioInstant;
-use tracing::info;
+use tracing::{info, warn};
 
-use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind};
+use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind, MeterCommand};
 use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
+use crate::engine::hooks::HookAction;
 use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
+use crate::hooks::HostCommand;
 use crate::http::live::{lock, Live};
 use crate::http::HttpConfig;
 use crate::link::{Binding, ReplaySpeed};
@@ -41,6 +43,8 @@ use crate::script::model::{MeterIndex, Script};
 
 /// Link events in flight between the drivers and the engine.
 const EVENT_QUEUE: usize = 1024;
+/// The script's commands in flight to one meter task.
+const METER_COMMAND_QUEUE: usize = 64;
 
 pub enum SinkConfig {
     Stdout,
@@ -63,6 +67,19 @@ pub struct RunConfig {
     pub sink: SinkConfig,
     /// How each meter's decoder is made; [`default_decoders`] outside tests.
     pub decoders: DecoderFactory,
+    /// The script's path (for hook errors) and where its `p:` variables are kept.
+    pub hooks: HooksConfig,
+}
+
+/// What the script's sections need from the run besides the script.
+#[derive(Debug, Clone, Default)]
+pub struct HooksConfig {
+    /// The script as the user named it, for hook errors (`meters/x.sml:12: error in >S: ...`).
+    pub script_path: String,
+    /// `--state-dir`: where the `p:` variables are saved; `None`: they are not kept.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// `--rhai FILE`: the user's own `before_publish`/`on_telegram`.
+    pub user_rhai: Option<std::path::PathBuf>,
 }
 
 /// What sml offers besides publishing (issue 10), each off unless asked for: `--http` and the
@@ -97,6 +114,8 @@ pub enum RunError {
     /// A link that cannot work; the reason names the meter and its `--port`.
     #[error("{0}")]
     LinkFailed(String),
+    #[error(transparent)]
+    UserRhai(#[from] crate::hooks::user::UserRhaiError),
     #[error("{task} panicked: {message}")]
     Panicked { task: String, message: String },
 }
@@ -213,10 +232,16 @@ pub async fn run_with(
         Some(l) => crate::http::metrics::counting(config.decoders.clone(), lock(l).decode.clone()),
         None => config.decoders.clone(),
     };
+    let user_rhai = match &config.hooks.user_rhai {
+        Some(path) => Some(crate::hooks::user::UserRhai::load(path)?),
+        None => None,
+    };
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let mut drivers = JoinSet::new();
     // Which meter each task serves, to name it when it panics.
     let mut task_meter = HashMap::new();
+    // The hooks' commands to each meter (baud switches, requests, decoder resets).
+    let mut meter_commands = HashMap::new();
     let bindings = with_script_addresses(&config.script, &config.bindings);
     for b in &bindings {
         let meter = Arc::new(
@@ -234,7 +259,9 @@ pub async fn run_with(
             decoders: decoders.clone(),
             events: events_tx.clone(),
         };
-        let handle = drivers.spawn(driver.run());
+        let (commands_tx, commands) = mpsc::channel(METER_COMMAND_QUEUE);
+        meter_commands.insert(b.meter, commands_tx);
+        let handle = drivers.spawn(driver.run_with_commands(commands));
         task_meter.insert(handle.id(), b.meter);
     }
     drop(events_tx);
@@ -242,6 +269,27 @@ pub async fn run_with(
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
     let mut discovery_broker = None;
     let mut influx_task: Option<InfluxTask> = None;
+    if let Some(user) = user_rhai {
+        engine.set_user_rhai(user);
+    }
+    let mut actions = ActionLog {
+        meters: meter_commands,
+        not_done: BTreeSet::new(),
+    };
+    if let Some(h) = engine.hooks_mut() {
+        if !config.hooks.script_path.is_empty() {
+            h.set_path(&config.hooks.script_path);
+        }
+        if let Some(dir) = &config.hooks.state_dir {
+            if h.hooks().has_permanent() {
+                match crate::hooks::state::load(dir) {
+                    Ok(saved) => h.hooks_mut().restore_permanent(&saved),
+                    // The declared values, then: the run goes on, the user is told why.
+                    Err(e) => warn!("{e}; the p: variables start from their declared values"),
+                }
+            }
+        }
+    }
     let (mut sink, mut connected, mut mqtt_task): (
         Box<dyn Sink + Send>,
         watch::Receiver<bool>,
@@ -310,6 +358,7 @@ pub async fn run_with(
 
     let result: Result<(), RunError> = async {
         loop {
+            actions.handle(engine.take_actions(), &config.hooks);
             let deadline = TokioInstant::from_std(engine.poll_timeout());
             tokio::select! {
                 biased;
@@ -391,6 +440,8 @@ pub async fn run_with(
         }
     }
     .await;
+    engine.handle_shutdown(Instant::now(), &chrono::Local::now().naive_local());
+    actions.handle(engine.take_actions(), &config.hooks);
 
     drivers.abort_all();
     for t in &side_tasks {
@@ -445,6 +496,101 @@ pub async fn run_with(
         mqtt,
         influx,
     })
+}
+
+/// What the run loop does for the script's hooks: the log, the state file, the meter tasks.
+/// What is not done (yet) is said once per kind.
+struct ActionLog {
+    meters: HashMap<MeterIndex, mpsc::Sender<MeterCommand>>,
+    not_done: BTreeSet<String>,
+}
+
+impl ActionLog {
+    fn handle(&mut self, actions: Vec<HookAction>, config: &HooksConfig) {
+        for a in actions {
+            match a {
+                HookAction::Error(text) => warn!("{text}"),
+                HookAction::Log(text) => info!("{text}"),
+                HookAction::SavePermanent(values) => match &config.state_dir {
+                    Some(dir) => {
+                        if let Err(e) = crate::hooks::state::save(dir, &values) {
+                            warn!("the p: variables were not saved: {e}");
+                        }
+                    }
+                    None => self.once(
+                        "p: variables are not kept across restarts: give --state-dir DIR (or --spool)"
+                            .into(),
+                    ),
+                },
+                HookAction::ResetMeters => {
+                    let all: Vec<MeterIndex> = self.meters.keys().copied().collect();
+                    for m in all {
+                        self.send_to_meter(m, MeterCommand::ResetDecoder);
+                    }
+                }
+                HookAction::Link(HostCommand::SetBaud { meter, baud }) => {
+                    self.send_to_meter_number(meter, MeterCommand::Framing { baud, parity: None })
+                }
+                HookAction::Link(HostCommand::SetMode { meter, baud, parity }) => self.send_to_meter_number(
+                    meter,
+                    MeterCommand::Framing {
+                        baud,
+                        parity: Some(parity),
+                    },
+                ),
+                HookAction::Link(HostCommand::Send { meter, bytes }) => {
+                    self.send_to_meter_number(meter, MeterCommand::Send(bytes))
+                }
+                HookAction::Link(other) => self.once(format!(
+                    "{other:?}: not supported off the ESP yet; ignored"
+                )),
+                // `sensor53 d1` dumps meter 1, `d0` stops every dump.
+                HookAction::DumpRaw { meter: 0 } => {
+                    let all: Vec<MeterIndex> = self.meters.keys().copied().collect();
+                    for m in all {
+                        self.send_to_meter(m, MeterCommand::DumpRaw(false));
+                    }
+                }
+                HookAction::DumpRaw { meter } => {
+                    self.send_to_meter_number(meter, MeterCommand::DumpRaw(true))
+                }
+                HookAction::Publish { .. } => {
+                    self.once("`publish` from the script is not wired yet".into())
+                }
+            }
+        }
+    }
+
+    fn send_to_meter_number(&mut self, meter: u32, command: MeterCommand) {
+        match MeterIndex::try_from(meter) {
+            Ok(m) => self.send_to_meter(m, command),
+            Err(_) => self.once(format!(
+                "the script addressed meter {meter}, which does not exist"
+            )),
+        }
+    }
+
+    /// Never waits: the engine loop must not stall behind a meter task.
+    fn send_to_meter(&mut self, meter: MeterIndex, command: MeterCommand) {
+        let Some(tx) = self.meters.get(&meter) else {
+            self.once(format!(
+                "the script addressed meter {meter}, which does not exist"
+            ));
+            return;
+        };
+        if let Err(mpsc::error::TrySendError::Full(c)) = tx.try_send(command) {
+            self.once(format!(
+                "meter {meter}: the script's commands come faster than its link takes them; \
+                 some were dropped ({c:?})"
+            ));
+        }
+    }
+
+    fn once(&mut self, text: String) {
+        if self.not_done.insert(text.clone()) {
+            warn!("{text}");
+        }
+    }
 }
 
 /// A task that did not finish: its panic message, or that it was cancelled.

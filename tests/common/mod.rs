@@ -358,5 +358,6 @@ pub fn run_config(
         },
         sink,
         decoders: line_decoders(),
+        hooks: Default::default(),
     }
 }

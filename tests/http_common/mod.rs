@@ -111,6 +111,7 @@ pub fn run_config(text: &str, device: PathBuf, sink: SinkConfig) -> RunConfig {
         },
         sink,
         decoders: word_decoders(),
+        hooks: Default::default(),
     }
 }
 
