@@ -308,16 +308,17 @@ impl Engine {
     /// Every link has ended (a finite replay): the SENSOR a teleperiod would publish now, with
     /// the fresh values; nothing with `--every-telegram`, where each telegram was published.
     pub fn handle_end(&mut self, now: Instant, wall: &chrono::NaiveDateTime) -> Vec<Publication> {
-        if self.config.every_telegram {
-            return Vec::new();
-        }
         self.boot(now, wall);
         if !self.publishes_meters() {
-            // A short capture of a script that holds its values back at start (the seed's 22 s).
+            // A short capture of a script that holds its values back at start (the seed's 22 s):
+            // say why nothing came out, whatever the mode.
             self.actions.push(HookAction::Log(
                 "the script's smlj is 0: the meters' values were held back, as the script asks"
                     .into(),
             ));
+        }
+        if self.config.every_telegram {
+            return Vec::new();
         }
         self.sensor(now, wall)
             .and_then(|p| self.post_process(p))
