@@ -88,7 +88,12 @@ if bad:
 PY
 
 # Both paths, written at once: every field mqttwarn wrote has the same value in sml's own points.
-direct=$(influx -port "$influx_port" -database direct -format json -execute 'SELECT last(*) FROM "EON"' 2>/dev/null || true)
+# sml's own sink writes in batches (up to 1 s apart), so its first points may trail mqttwarn's a little.
+for _ in $(seq 1 30); do
+  direct=$(influx -port "$influx_port" -database direct -format json -execute 'SELECT last(*) FROM "EON"' 2>/dev/null || true)
+  case "$direct" in *series*) break ;; esac
+  sleep 1
+done
 mqttwarn_all=$(influx -port "$influx_port" -database iot -format json -execute 'SELECT last(*) FROM electricmeter' 2>/dev/null || true)
 python3 - "$mqttwarn_all" "$direct" <<'PY' || fail "--influx and mqttwarn wrote different numbers"
 import json, sys
