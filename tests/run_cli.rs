@@ -372,3 +372,47 @@ fn a_meter_fragment_runs_with_its_host_variables_defined() {
     assert_eq!(code, Some(2), "{err}");
     assert!(last_line(&err).contains("'prefix'"), "{err}");
 }
+
+/// A script's `publish topic payload` reaches the broker on the topic the script names, with its
+/// `%var%` substituted; a wildcard topic is refused.
+#[test]
+fn a_scripts_publish_command_reaches_the_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("publisher.sml");
+    std::fs::write(
+        &script,
+        ">D\nn=0\n>S\nn+=1\nif n==2\nthen\n=>publish home/script/hello up %n%\n\
+         =>publish home/+/bad x\nendif\n>M 1\n+1,3,o,0,9600,P1\n\
+         1,1-0:32.7.0(@1,L1 Voltage,V,volts_l1,1\n#\n",
+    )
+    .unwrap();
+    let port = free_port();
+    start_broker(port);
+    let seen = subscribe(port, "home/#");
+    let (_meter, slave) = TTYPort::pair().unwrap();
+    let path = slave.name().unwrap();
+    let mut sml = Command::new(env!("CARGO_BIN_EXE_sml"))
+        .current_dir(root())
+        .arg("run")
+        .arg(&script)
+        .args(["--port", &format!("1={path}")])
+        .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let got = next_on(&seen, "home/script/hello", Duration::from_secs(20));
+    let _ = Command::new("kill")
+        .args(["-TERM", &sml.id().to_string()])
+        .status();
+    let out = sml.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // `%n%` of a number prints with two decimals, as Tasmota substitutes it.
+    assert_eq!(got.payload, "up 2.00", "{err}");
+    assert!(err.contains("`publish home/+/bad` refused"), "{err}");
+    assert!(
+        seen.try_iter().all(|s| !s.topic.contains("bad")),
+        "nothing on a wildcard topic"
+    );
+}

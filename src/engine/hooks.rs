@@ -241,11 +241,15 @@ impl ScriptHooks {
                     HookAction::Publish { topic, payload }
                 } else {
                     let why = if self.publish_prefixes.is_empty() {
-                        format!("`publish {topic}` ignored: publishing from the script is not wired to the broker yet")
+                        format!("`publish {topic}` ignored: there is no broker to publish to (--broker)")
                     } else {
                         format!(
-                            "`publish {topic}` refused: a script may publish only under {}",
-                            self.publish_prefixes.join(", ")
+                            "`publish {topic}` refused: a topic to publish on has no wildcards \
+                             (`+`, `#`) or control characters{}",
+                            match self.publish_prefixes.as_slice() {
+                                [all] if all.is_empty() => String::new(),
+                                some => format!(" and starts with {}", some.join(" or ")),
+                            }
                         )
                     };
                     match self.first_time(why) {

@@ -70,6 +70,12 @@ impl Default for EngineConfig {
 pub enum Publication {
     Sensor(String),
     State(String),
+    /// A script's `publish topic payload`: sent while the broker is connected, not queued (as
+    /// Tasmota sends it).
+    Script {
+        topic: String,
+        payload: String,
+    },
 }
 
 /// Counters for the log and the final report.

@@ -194,6 +194,11 @@ impl Delivery {
                     debug!("broker not connected (or not taking): STATE not sent");
                 }
             }
+            Publication::Script { topic, payload } => {
+                if !self.hand_control(topic, payload, false) {
+                    debug!("broker not connected (or not taking): the script's publish not sent");
+                }
+            }
         }
         self.advance_closing(now);
     }

@@ -29,7 +29,7 @@ use self::meter_task::{DecoderFactory, LinkDriver, LinkEventKind, MeterCommand};
 use crate::backoff::Backoff;
 use crate::decode::{decoder_for, UnsupportedMeter};
 use crate::engine::hooks::HookAction;
-use crate::engine::scheduler::{Engine, EngineConfig, EngineStats};
+use crate::engine::scheduler::{Engine, EngineConfig, EngineStats, Publication};
 use crate::hooks::HostCommand;
 use crate::http::live::{lock, Live};
 use crate::http::HttpConfig;
@@ -322,6 +322,13 @@ pub async fn run_with(
             }
         }
     };
+    if discovery_broker.is_some() {
+        if let Some(h) = engine.hooks_mut() {
+            // A script's `publish` names its own topics, as on Tasmota (the script is the user's
+            // configuration); the engine refuses wildcards and control characters.
+            h.set_publish_prefixes(vec![String::new()]);
+        }
+    }
     let mut side_tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut serials = None;
     if let (Some(d), Some(mqtt)) = (frontends.discovery, discovery_broker) {
@@ -358,7 +365,9 @@ pub async fn run_with(
 
     let result: Result<(), RunError> = async {
         loop {
-            actions.handle(engine.take_actions(), &config.hooks);
+            for p in actions.handle(engine.take_actions(), &config.hooks) {
+                sink.publish(p)?;
+            }
             let deadline = TokioInstant::from_std(engine.poll_timeout());
             tokio::select! {
                 biased;
@@ -441,7 +450,10 @@ pub async fn run_with(
     }
     .await;
     engine.handle_shutdown(Instant::now(), &chrono::Local::now().naive_local());
-    actions.handle(engine.take_actions(), &config.hooks);
+    for p in actions.handle(engine.take_actions(), &config.hooks) {
+        // The run is over: a `publish` of `>R` goes out if the sink still takes it.
+        let _ = sink.publish(p);
+    }
 
     drivers.abort_all();
     for t in &side_tasks {
@@ -506,7 +518,9 @@ struct ActionLog {
 }
 
 impl ActionLog {
-    fn handle(&mut self, actions: Vec<HookAction>, config: &HooksConfig) {
+    /// Carry out the engine's actions; a script's `publish` comes back as publications for the sink.
+    fn handle(&mut self, actions: Vec<HookAction>, config: &HooksConfig) -> Vec<Publication> {
+        let mut out = Vec::new();
         for a in actions {
             match a {
                 HookAction::Error(text) => warn!("{text}"),
@@ -554,11 +568,12 @@ impl ActionLog {
                 HookAction::DumpRaw { meter } => {
                     self.send_to_meter_number(meter, MeterCommand::DumpRaw(true))
                 }
-                HookAction::Publish { .. } => {
-                    self.once("`publish` from the script is not wired yet".into())
+                HookAction::Publish { topic, payload } => {
+                    out.push(Publication::Script { topic, payload })
                 }
             }
         }
+        out
     }
 
     fn send_to_meter_number(&mut self, meter: u32, command: MeterCommand) {

@@ -148,7 +148,7 @@ impl Sink for InfluxSink {
                 .send(Message::Sensor(SystemTime::now(), payload))
                 .map_err(|_| PublishError::InfluxGone),
             // STATE is about sml's uptime and the link, not a meter's values.
-            Publication::State(_) => Ok(()),
+            Publication::State(_) | Publication::Script { .. } => Ok(()),
         }
     }
 
