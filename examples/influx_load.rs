@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::{cpu_secs, gettid, status};
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -25,31 +27,6 @@ use sml::publish::influx::{InfluxConfig, Target};
 use sml::runner::{RunConfig, SinkConfig};
 
 const USAGE: &str = "usage: influx_load INFLUX_URL DATABASE [METERS (1)] [SECONDS (60)]";
-
-fn cpu_secs(path: &str) -> f64 {
-    // The first field of schedstat: nanoseconds this thread ran on a CPU.
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    stat.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
-}
-
-fn status(key: &str) -> String {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .unwrap_or("")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn gettid() -> i32 {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
 
 /// Points InfluxDB holds: `count(power)` summed over the meters' measurements.
 fn points_in(url: &str, db: &str) -> u64 {

@@ -15,6 +15,8 @@
 
 mod common;
 
+use common::{cpu_secs, gettid, status};
+
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,31 +25,6 @@ use std::time::{Duration, Instant};
 use sml::runner::{RunConfig, SinkConfig};
 
 const USAGE: &str = "usage: run_load BROKER_PORT [METERS (1)] [SECONDS (60)]";
-
-fn cpu_secs(path: &str) -> f64 {
-    // The first field of schedstat: nanoseconds this thread ran on a CPU.
-    let stat = std::fs::read_to_string(path).unwrap_or_default();
-    stat.split_whitespace()
-        .next()
-        .and_then(|ns| ns.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1e9
-}
-
-fn status(key: &str) -> String {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find(|l| l.starts_with(key))
-        .unwrap_or("")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn gettid() -> i32 {
-    // SAFETY: gettid takes no arguments and cannot fail.
-    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
-}
 
 /// A subscriber on its own thread counting the payloads on `topic`; returns the count and the
 /// thread's id (to leave it out of sml's CPU).

@@ -391,7 +391,7 @@ fn a_scripts_publish_command_reaches_the_broker() {
     let seen = subscribe(port, "home/#");
     let (_meter, slave) = TTYPort::pair().unwrap();
     let path = slave.name().unwrap();
-    let mut sml = Command::new(env!("CARGO_BIN_EXE_sml"))
+    let sml = Command::new(env!("CARGO_BIN_EXE_sml"))
         .current_dir(root())
         .arg("run")
         .arg(&script)

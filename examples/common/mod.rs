@@ -48,3 +48,33 @@ pub fn mqtt(port: u16, topic: &str) -> sml::publish::mqtt::MqttConfig {
         spool: None,
     }
 }
+
+// ---- what the load tools measure ----
+
+/// CPU seconds a thread has run, from its schedstat file (the first field: nanoseconds on a CPU).
+pub fn cpu_secs(path: &str) -> f64 {
+    // The first field of schedstat: nanoseconds this thread ran on a CPU.
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    stat.split_whitespace()
+        .next()
+        .and_then(|ns| ns.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e9
+}
+
+/// A line of /proc/self/status (`VmHWM:`, `VmRSS:`), whitespace folded.
+pub fn status(key: &str) -> String {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The calling thread's id, for its /proc/self/task/<tid>/schedstat.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid takes no arguments and cannot fail.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
