@@ -81,8 +81,15 @@ fn has_open(pid: u32, path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A pty pair whose ends are not inherited by the `sml` processes the tests spawn (`pair()` does
+/// not set close-on-exec): an inherited master would keep the pty alive after the test drops it.
 fn pty() -> (TTYPort, TTYPort, PathBuf) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use std::os::fd::AsRawFd;
     let (master, slave) = TTYPort::pair().unwrap();
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
+    }
     let name = PathBuf::from(slave.name().unwrap());
     (master, slave, name)
 }
@@ -290,4 +297,50 @@ fn a_polled_meter_is_asked_as_its_script_says_and_only_its_answer_is_recorded() 
     let result = finish(child);
     assert!(result.status.success(), "{result:?}");
     assert_eq!(std::fs::read(&out).unwrap(), answer);
+}
+
+#[test]
+fn an_unplugged_adapter_fails_the_recording_and_keeps_what_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kaifa.bin");
+    let (mut master, slave, name) = pty();
+    let child = record(&format!("1={}", name.display()), &out, &[])
+        .spawn()
+        .unwrap();
+    assert!(wait_for(WAIT, || has_open(child.id(), &name)));
+    send_at_9600(&mut master, &capture());
+    assert!(wait_for(WAIT, || file_len(&out) == capture().len() as u64));
+    // Unplugged: both ends of the pty go away.
+    drop(master);
+    drop(slave);
+    let result = finish(child);
+    assert_eq!(result.status.code(), Some(1), "{result:?}");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.contains(&format!("--port 1={}: ", name.display()))
+            && stderr.contains(&format!(
+                "({} bytes recorded in {})",
+                capture().len(),
+                out.display()
+            )),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), capture());
+}
+
+#[test]
+fn a_source_that_cannot_be_opened_is_named_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kaifa.bin");
+    let missing = dir.path().join("ttyUSB9");
+    let result = record(&format!("1={}", missing.display()), &out, &[])
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(2), "{result:?}");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        stderr.starts_with(&format!("sml: error: --port 1={}: ", missing.display())),
+        "{stderr}"
+    );
+    assert!(!out.exists());
 }

@@ -1,8 +1,8 @@
 /*!
 `sml meters`: the meters library's index (`meters/index.toml`), and `sml run --meter-name NAME`'s
-look-up in it. Tasmota's `smlpd` loads meter descriptors from a library by name; here the library
-is the tested scripts in `meters/`, each with the capture it is tested on and where that came from,
-so a user picks a meter by name instead of copying a script.
+look-up in it. A meter descriptor library picked by name, as the issue asks after Tasmota's
+`smlpd`: here the library is the tested scripts in `meters/`, each with the capture it is tested on
+and where that came from, so a user picks a meter by name instead of copying a script.
 
 The library is found in `--meters-dir`, else `$SML_METERS_DIR`, else `./meters`, else the packaged
 `/usr/share/sml/meters`. Paths in the index are relative to the index file.

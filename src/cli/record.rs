@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 
 use crate::decode::{decoder_for, DecodeEvent, DecodeStats, Decoder};
 use crate::link::{Binding, Link, ReplaySpeed, Source};
@@ -103,9 +103,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let settings = meter.serial;
     let ending = rt.block_on(async {
         // A file source is copied, not replayed at the line's speed.
-        let link = Link::open(&binding.source, &settings, ReplaySpeed::Max)
-            .await
-            .with_context(|| format!("--port {binding}"))?;
+        // The link's error already names its cause; as a context chain it would print it twice.
+        let link = match Link::open(&binding.source, &settings, ReplaySpeed::Max).await {
+            Ok(link) => link,
+            Err(e) => {
+                // Nothing was recorded: no empty file is left behind to be mistaken for a capture.
+                let _ = std::fs::remove_file(&args.out);
+                return Err(anyhow!("--port {binding}: {e}"));
+            }
+        };
         anyhow::Ok(
             recording
                 .run(link, args.duration, super::run::shutdown_signal(), binding)
@@ -176,9 +182,9 @@ fn create_out(path: &Path, force: bool) -> anyhow::Result<File> {
 enum Ending {
     /// `--duration` passed, or Ctrl-C / SIGTERM.
     Stopped,
-    /// The source ended: a capture's end, a bridge that closed the connection.
+    /// The source ended: a capture's end, a bridge that closed the connection (it sent what it had).
     SourceEnded,
-    /// The link failed (a serial adapter unplugged): what was read is kept.
+    /// The link failed (a serial adapter unplugged, a read error): what was read is kept.
     Failed(String),
 }
 
@@ -219,6 +225,10 @@ impl<W: Write> Recording<W> {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 read = link.read(&mut buf) => match read {
+                    // A serial device reads nothing only when it went away (unplugged).
+                    Ok(0) if matches!(binding.source, Source::Serial(_)) => {
+                        return Ending::Failed("the device hung up (unplugged?)".into())
+                    }
                     Ok(0) => return Ending::SourceEnded,
                     Ok(n) => {
                         if let Err(e) = self.handle_bytes(Instant::now(), &buf[..n]) {
