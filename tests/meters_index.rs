@@ -143,3 +143,34 @@ fn a_script_and_a_meter_name_together_are_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn meter_name_and_meters_dir_may_come_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sml.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "meter-name = \"kaifa-dsmr42\"\nmeters-dir = \"{}\"\nreplay-speed = \"max\"\n\
+             [port]\n1 = \"file:{}\"\n",
+            root().join("meters").display(),
+            root()
+                .join("tests/fixtures/meters/kaifa-dsmr42.txt")
+                .display()
+        ),
+    )
+    .unwrap();
+    // Run elsewhere: the library comes from the file's meters-dir, not ./meters.
+    let out = sml()
+        .current_dir(dir.path())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"P1\":{"),
+        "{out:?}"
+    );
+}

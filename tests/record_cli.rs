@@ -344,3 +344,29 @@ fn a_source_that_cannot_be_opened_is_named_and_leaves_no_file() {
     );
     assert!(!out.exists());
 }
+
+#[test]
+fn a_source_that_sends_nothing_fails_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kaifa.bin");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A bridge that accepts and closes at once.
+    let bridge = std::thread::spawn(move || drop(listener.accept().unwrap()));
+    let result = finish(
+        record(&format!("1=tcp://127.0.0.1:{port}"), &out, &[])
+            .spawn()
+            .unwrap(),
+    );
+    bridge.join().unwrap();
+    assert_eq!(result.status.code(), Some(1), "{result:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&result.stderr),
+        format!(
+            "sml: nothing recorded: no byte arrived from --port 1=tcp://127.0.0.1:{port}; {} not \
+             written\n",
+            out.display()
+        )
+    );
+    assert!(!out.exists());
+}

@@ -12,7 +12,7 @@ telegrams and CRC errors for the progress line, shown on a terminal and never on
 Every read is flushed to the file at once, so Ctrl-C, SIGTERM, `--duration` or the source closing
 leave every byte that was read. The file is created `0600` (a capture may hold a meter number and
 the household's consumption), never through a symbolic link, and an existing file is kept unless
-`--force`.
+`--force`. A recording that got no byte is removed, so an empty file never passes for a capture.
 */
 
 use std::fs::{File, OpenOptions};
@@ -127,8 +127,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     match ending {
         Ending::Stopped | Ending::SourceEnded if recording.bytes > 0 => Ok(ExitCode::SUCCESS),
         Ending::Stopped | Ending::SourceEnded => {
+            // An empty file would pass for a capture of a silent meter: it is not kept.
+            let _ = std::fs::remove_file(&args.out);
             eprintln!(
-                "sml: nothing recorded: no byte arrived from --port {binding}; {} is empty",
+                "sml: nothing recorded: no byte arrived from --port {binding}; {} not written",
                 args.out.display()
             );
             Ok(ExitCode::from(1))
