@@ -1,5 +1,5 @@
 /*!
-The command line: `sml check`, `sml decode`, `sml run`, `sml dashboard`. Raw clap arguments live here; each
+The command line: `sml check`, `sml decode`, `sml run`, `sml record`, `sml meters`, `sml dashboard`. Raw clap arguments live here; each
 subcommand's module resolves them into a validated configuration and runs it. Errors surface as
 `anyhow` only in this layer.
 */
@@ -7,6 +7,8 @@ subcommand's module resolves them into a validated configuration and runs it. Er
 pub mod check;
 pub mod dashboard;
 pub mod decode;
+pub mod meters;
+pub mod record;
 pub mod run;
 
 use std::process::ExitCode;
@@ -38,6 +40,13 @@ pub enum Command {
     Run(Box<run::Args>),
     /// Print a Grafana dashboard (JSON) for what `sml run --influx` writes from a script.
     Dashboard(dashboard::Args),
+    /// Record the raw bytes a meter sends to a file, for `sml decode` and `--port N=file:FILE`.
+    ///
+    /// Exits 0 when stopped (Ctrl-C, --duration) or when the source ended, 1 when the link
+    /// failed or nothing arrived (the bytes read are kept), 2 when the options are refused.
+    Record(record::Args),
+    /// List the meters library (`meters/index.toml`): the names `sml run --meter-name` takes.
+    Meters(meters::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -47,6 +56,8 @@ pub fn main() -> ExitCode {
         Command::Decode(a) => decode::execute(a),
         Command::Run(a) => run::execute(*a),
         Command::Dashboard(a) => dashboard::execute(a),
+        Command::Record(a) => record::execute(a),
+        Command::Meters(a) => meters::execute(a),
     };
     match result {
         Ok(code) => code,

@@ -45,6 +45,14 @@ pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
 pub struct Args {
     /// The Tasmota script (`>D ... >M ... #`); may also be given as `script` in --config.
     pub script: Option<PathBuf>,
+    /// Run this meter's script from the meters library (`sml meters` lists the names) instead of
+    /// giving SCRIPT; `meter-name` in --config.
+    #[arg(long, value_name = "NAME", conflicts_with = "script")]
+    pub meter_name: Option<String>,
+    /// The meters library for --meter-name (default: $SML_METERS_DIR, ./meters, then
+    /// /usr/share/sml/meters).
+    #[arg(long, value_name = "DIR")]
+    pub meters_dir: Option<PathBuf>,
     /// Bind meter N to its source: a serial device (`1=/dev/ttyUSB0`), a TCP serial bridge
     /// (`1=tcp://host:2000`) or a recorded capture (`1=file:capture.txt`). Repeatable.
     #[arg(long = "port", value_name = "N=SOURCE")]
@@ -201,8 +209,16 @@ impl Args {
             })
             .collect();
         ports.extend(self.ports);
+        // A script picked on the command line (by path or by name) replaces the file's choice
+        // whole: a path from one and a name from the other would be refused as both.
+        let (script, meter_name) = match (self.script, self.meter_name) {
+            (None, None) => (rel(file.script), file.meter_name),
+            picked => picked,
+        };
         Args {
-            script: self.script.or(rel(file.script)),
+            script,
+            meter_name,
+            meters_dir: self.meters_dir.or(rel(file.meters_dir)),
             ports,
             config: None,
             broker: self.broker.or(file.broker),
@@ -339,8 +355,20 @@ pub struct Resolved {
 
 /// Resolve merged options into what the run loop needs; `password_env` is SML_MQTT_PASSWORD.
 fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved> {
-    let Some(script_path) = args.script.clone() else {
-        bail!("no script given: sml run SCRIPT --port 1=/dev/ttyUSB0 (or `script = \"...\"` in --config)");
+    let script_path = match (&args.script, &args.meter_name) {
+        (Some(path), None) => path.clone(),
+        (None, Some(name)) => {
+            let index = super::meters::Index::find(args.meters_dir.as_deref())?;
+            index.path_of(&index.entry(name)?.script)
+        }
+        (Some(path), Some(name)) => bail!(
+            "give a script ({}) or --meter-name {name}, not both",
+            path.display()
+        ),
+        (None, None) => bail!(
+            "no script given: sml run SCRIPT --port 1=/dev/ttyUSB0 (or --meter-name NAME, or \
+             `script = \"...\"` in --config)"
+        ),
     };
     let bindings = args
         .ports
@@ -786,7 +814,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
