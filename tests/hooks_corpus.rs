@@ -3,33 +3,12 @@
 //! listed in `tests/hooks-known-untranslated.tsv` with the error they give and why. Prints
 //! translated/total. Skips cleanly when `../shared` is absent (`SML_SHARED` names it from elsewhere).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// `../shared` beside the repository, or `$SML_SHARED` (a git worktree elsewhere).
-fn corpus_dir() -> Option<PathBuf> {
-    let shared = std::env::var_os("SML_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("corpus/tasmota-community");
-    dir.is_dir().then_some(dir)
-}
+#[path = "support/corpus.rs"]
+mod corpus;
 
-/// file -> (expected error substring, reason)
-fn known_untranslated() -> BTreeMap<String, (String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hooks-known-untranslated.tsv");
-    let text = std::fs::read_to_string(path).expect("tests/hooks-known-untranslated.tsv");
-    text.lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let mut f = l.splitn(3, '\t');
-            let file = f.next().unwrap().to_string();
-            let error = f.next().expect("an expected error column").to_string();
-            let reason = f.next().expect("a reason column").to_string();
-            (file, (error, reason))
-        })
-        .collect()
-}
+use corpus::{corpus_dir, corpus_files, Listed};
 
 /// Descriptor fragments without `>D` are pasted after the host template's `>D` and `>B`, as users do
 /// (the same template tests/corpus.rs uses).
@@ -51,13 +30,8 @@ fn community_script_sections_translate_or_fail_as_listed() {
         eprintln!("note: ../shared/corpus/tasmota-community is absent; hooks corpus test skipped");
         return;
     };
-    let listed = known_untranslated();
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tas"))
-        .collect();
-    paths.sort();
+    let listed = Listed::load("tests/hooks-known-untranslated.tsv");
+    let paths = corpus_files(&dir);
     let (mut total, mut translated, mut with_sections, mut rejected) = (0, 0, 0, 0);
     let mut failures = Vec::new();
     for path in &paths {
@@ -79,29 +53,13 @@ fn community_script_sections_translate_or_fail_as_listed() {
             .filter(|d| d.severity == sml::script::Severity::Error)
             .map(|d| d.render(&name))
             .collect();
-        match listed.get(&name) {
-            None if errors.is_empty() => translated += 1,
-            None => failures.push(format!("{name} should translate:\n{}", errors.join(""))),
-            Some((expected, reason)) => {
-                if !errors.iter().any(|e| e.contains(expected.as_str())) {
-                    failures.push(format!(
-                        "{name} is listed as untranslated ({reason}) with `{expected}`, but got:\n{}",
-                        if errors.is_empty() { "no error\n".to_string() } else { errors.join("") }
-                    ));
-                }
-            }
+        match listed.judge(&name, &errors, "translate") {
+            Ok(true) => translated += 1,
+            Ok(false) => {}
+            Err(problem) => failures.push(problem),
         }
     }
-    for name in listed.keys() {
-        if !paths
-            .iter()
-            .any(|p| p.file_name().unwrap().to_string_lossy() == name.as_str())
-        {
-            failures.push(format!(
-                "{name} is listed in hooks-known-untranslated.tsv but not in the corpus"
-            ));
-        }
-    }
+    failures.extend(listed.missing_from(&paths));
     println!(
         "hooks corpus: {translated}/{total} scripts translated ({with_sections} with sections), {} listed as untranslated; {rejected} of {} rejected by the front end before translation",
         listed.len(),
@@ -126,12 +84,7 @@ fn community_script_hooks_run_two_minutes_across_midnight_without_errors() {
         eprintln!("note: ../shared/corpus/tasmota-community is absent; hooks run test skipped");
         return;
     };
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tas"))
-        .collect();
-    paths.sort();
+    let paths = corpus_files(&dir);
     let readings: Vec<f64> = (1..=40).map(|i| 1000.0 + i as f64 * 0.25).collect();
     let start = NaiveDate::from_ymd_opt(2026, 11, 27)
         .unwrap()
