@@ -8,11 +8,9 @@ mod common;
 mod http_common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, subscribe, wait_for, Seen};
+use common::{free_port, start_mosquitto, subscribe, wait_for, Seen};
 use http_common::*;
 use serde_json::Value as Json;
 use sml::publish::discovery::{pseudo_mac, DiscoveryConfig};
@@ -23,50 +21,6 @@ const SENSOR: &str = "home1/tele/myelectricmeter/SENSOR";
 const LWT: &str = "home1/tele/myelectricmeter/LWT";
 const NODE: &str = "homeassistant/sensor/myelectricmeter";
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Mosquitto(Child, #[allow(dead_code)] tempfile::TempDir);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// mosquitto on 127.0.0.1:`port`, anonymous; `None` when it is not installed (CI installs it).
-fn mosquitto(port: u16) -> Option<Mosquitto> {
-    let bin = [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())?;
-    let dir = tempfile::tempdir().unwrap();
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n"),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "mosquitto did not start"
-    );
-    Some(Mosquitto(child, dir))
-}
 
 /// Publish retained messages and wait until the broker has acknowledged them all.
 fn publish_retained(port: u16, messages: &[(&str, &str)]) {
@@ -123,7 +77,7 @@ fn render(template: &str, payload: &str) -> String {
 #[test]
 fn every_value_is_announced_to_home_assistant_and_a_vanished_line_is_removed() {
     let port = free_port();
-    let Some(_broker) = mosquitto(port) else {
+    let Some(_broker) = start_mosquitto(port, None) else {
         eprintln!("skipped: mosquitto is not installed");
         return;
     };

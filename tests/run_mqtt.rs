@@ -348,57 +348,6 @@ fn a_broker_down_for_thirty_seconds_loses_and_duplicates_nothing() {
 
 // ---- a broker that checks passwords ----------------------------------------------------------
 
-/// mosquitto on 127.0.0.1:`port` with one user, or None when it is not installed. (rumqttd 0.19
-/// closes the connection on a bad password without a CONNACK, so only a real refusal from
-/// mosquitto shows what sml does with one.)
-fn start_mosquitto(port: u16, user: &str, password: &str) -> Option<(Child, tempfile::TempDir)> {
-    let find = |name: &str| {
-        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-            .iter()
-            .map(|d| PathBuf::from(d).join(name))
-            .find(|p| p.exists())
-    };
-    let (mosquitto, passwd) = (find("mosquitto")?, find("mosquitto_passwd")?);
-    let dir = tempfile::tempdir().unwrap();
-    let passwords = dir.path().join("passwords");
-    let made = Command::new(passwd)
-        .arg("-b")
-        .arg("-c")
-        .arg(&passwords)
-        .args([user, password])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(made.success(), "mosquitto_passwd failed");
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-             persistence false\n# As root, stay root: the files above are root's.\nuser root\n",
-            passwords.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(mosquitto)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
-            "127.0.0.1",
-            port
-        ))
-        .is_ok()),
-        "mosquitto did not start"
-    );
-    Some((child, dir))
-}
-
 /// The broker refuses the login: sml does not retry forever, it stops delivery at once with the
 /// reason (for the run to end non-zero), and the password appears nowhere in it.
 #[test]
@@ -408,7 +357,7 @@ fn a_broker_that_refuses_the_password_ends_delivery_with_the_reason() {
     use sml::publish::Sink;
 
     let port = free_port();
-    let Some((mut broker, _dir)) = start_mosquitto(port, "sml", "the-right-one") else {
+    let Some(broker) = start_mosquitto(port, Some(("sml", "the-right-one"))) else {
         eprintln!("skipped: mosquitto is not installed");
         return;
     };
@@ -456,8 +405,7 @@ fn a_broker_that_refuses_the_password_ends_delivery_with_the_reason() {
     assert!(!fatal.contains("wr0ng"), "{fatal}");
     assert_eq!(publish_error, fatal, "the engine's side says the same");
     assert_eq!(report.connects, 0, "{report:?}");
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    drop(broker);
 }
 
 /// Through the binary: a refused login ends `sml run` by itself, exit 1, the broker's reason last on
@@ -465,11 +413,11 @@ fn a_broker_that_refuses_the_password_ends_delivery_with_the_reason() {
 #[test]
 fn sml_run_exits_non_zero_when_the_broker_refuses_the_password() {
     let port = free_port();
-    let Some((mut broker, dir)) = start_mosquitto(port, "sml", "the-right-one") else {
+    let Some(broker) = start_mosquitto(port, Some(("sml", "the-right-one"))) else {
         eprintln!("skipped: mosquitto is not installed");
         return;
     };
-    let password_file = dir.path().join("pw");
+    let password_file = broker.dir.path().join("pw");
     std::fs::write(&password_file, "wr0ng-Pa55\n").unwrap();
     // A meter that stays quiet: the run would go on for ever if the refusal did not end it.
     let (_master, slave) = TTYPort::pair().unwrap();
@@ -496,6 +444,5 @@ fn sml_run_exits_non_zero_when_the_broker_refuses_the_password() {
     let last = err.lines().last().unwrap_or("");
     assert!(last.contains("the broker refused sml"), "{err}");
     assert!(!err.contains("wr0ng"), "{err}");
-    broker.kill().unwrap();
-    broker.wait().unwrap();
+    drop(broker);
 }

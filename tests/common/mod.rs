@@ -361,3 +361,80 @@ pub fn run_config(
         hooks: Default::default(),
     }
 }
+
+// ---- a real mosquitto ----------------------------------------------------------------------
+
+/// A mosquitto broker on 127.0.0.1, killed when dropped. (rumqttd 0.19 neither refuses a password
+/// with a CONNACK nor keeps retained messages as Home Assistant's brokers do; mosquitto does both.)
+pub struct Mosquitto {
+    child: std::process::Child,
+    /// Its config and password file.
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// mosquitto on `port`, anonymous or with one `(user, password)`; `None` when it is not installed
+/// (`.ci/run` installs it).
+pub fn start_mosquitto(port: u16, login: Option<(&str, &str)>) -> Option<Mosquitto> {
+    use std::path::PathBuf;
+    use std::process::{Command, Stdio};
+    let find = |name: &str| {
+        ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+            .iter()
+            .map(|d| PathBuf::from(d).join(name))
+            .find(|p| p.exists())
+    };
+    let mosquitto = find("mosquitto")?;
+    let dir = tempfile::tempdir().unwrap();
+    let access = match login {
+        None => "allow_anonymous true\n".to_string(),
+        Some((user, password)) => {
+            let passwords = dir.path().join("passwords");
+            let made = Command::new(find("mosquitto_passwd")?)
+                .arg("-b")
+                .arg("-c")
+                .arg(&passwords)
+                .args([user, password])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(made.success(), "mosquitto_passwd failed");
+            format!(
+                "allow_anonymous false\npassword_file {}\n",
+                passwords.display()
+            )
+        }
+    };
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\n{access}persistence false\n\
+             # As root, stay root: the files above are root's.\nuser root\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(mosquitto)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "mosquitto did not start"
+    );
+    Some(Mosquitto { child, dir })
+}
