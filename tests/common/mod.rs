@@ -241,6 +241,14 @@ pub struct Running {
 }
 
 pub fn start_sml(config: sml::runner::RunConfig) -> Running {
+    start_sml_with(config, sml::runner::Frontends::default())
+}
+
+/// [`start_sml`] with the HTTP server and discovery (`run_with`).
+pub fn start_sml_with(
+    config: sml::runner::RunConfig,
+    frontends: sml::runner::Frontends,
+) -> Running {
     // sml's log goes to the test's output (shown when a test fails).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -256,7 +264,7 @@ pub fn start_sml(config: sml::runner::RunConfig) -> Running {
             .enable_all()
             .build()
             .unwrap();
-        let run = rt.spawn(sml::runner::run(config, async {
+        let run = rt.spawn(sml::runner::run_with(config, frontends, async {
             let _ = shutdown_rx.await;
         }));
         let outcome = rt.block_on(async {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serialport::{SerialPort, TTYPort};
 use sml::decode::{DecodeError, DecodeEvent, DecodeStats, Decoder, Reading, Telegram, Value};
 use sml::runner::meter_task::DecoderFactory;
-use sml::runner::{Frontends, RunConfig, RunReport, SinkConfig};
+use sml::runner::{RunConfig, SinkConfig};
 
 /// One OBIS meter `EON`: a serial number (`@#`), energy, voltage, power, and an `=h` line.
 pub const SCRIPT: &str = ">D\n>M 1\n+1,3,o,0,9600,EON\n\
@@ -115,54 +115,9 @@ pub fn run_config(text: &str, device: PathBuf, sink: SinkConfig) -> RunConfig {
     }
 }
 
-/// `sml run` with its frontends on its own thread and current-thread runtime (as `sml run`).
-pub struct Running {
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<RunReport>>,
-}
-
-pub fn start(config: RunConfig, frontends: Frontends) -> Running {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "sml=debug".into()),
-        )
-        .with_test_writer()
-        .try_init();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(sml::runner::run_with(config, frontends, async {
-            let _ = rx.await;
-        }))
-        .expect("sml run")
-    });
-    Running {
-        shutdown: Some(tx),
-        thread: Some(thread),
-    }
-}
-
-impl Running {
-    pub fn stop(mut self) -> RunReport {
-        let _ = self.shutdown.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.shutdown.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
+/// `sml run` with its frontends, in-process: `common::start_sml_with`.
+#[allow(unused_imports)] // not every test that shares this module starts a run
+pub use crate::common::{start_sml_with as start, Running};
 
 /// A GET as curl does it, over a plain socket: the status code, the headers and the body.
 pub fn http_get(
