@@ -153,6 +153,33 @@ impl DecodeStats {
     }
 }
 
+/// Queued events past which the oldest error is dropped (a caller that does not poll).
+pub const MAX_QUEUED_EVENTS: usize = 1024;
+
+/// Queue a decoder's event: consecutive discards merge into one; past [`MAX_QUEUED_EVENTS`] the
+/// oldest error makes room (errors are also counted in the stats). Telegrams are never dropped: there
+/// are at most as many as the bytes of one `handle_bytes` call allow.
+pub(crate) fn queue_event(
+    events: &mut std::collections::VecDeque<DecodeEvent>,
+    event: DecodeEvent,
+) {
+    if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
+        (&event, events.back_mut())
+    {
+        *last += bytes;
+        return;
+    }
+    if events.len() >= MAX_QUEUED_EVENTS {
+        if let Some(p) = events
+            .iter()
+            .position(|e| matches!(e, DecodeEvent::Error(_)))
+        {
+            events.remove(p);
+        }
+    }
+    events.push_back(event);
+}
+
 /// A streaming decoder for one meter.
 pub trait Decoder: Send {
     /// Take bytes as the link delivered them.

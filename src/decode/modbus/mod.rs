@@ -41,8 +41,7 @@ use frame::{Frame, RtuFramer, TcpFramer};
 /// A quiet line for this long ends a partial frame (the rest will not come).
 pub const SILENCE: Duration = Duration::from_millis(500);
 
-/// Queued events past which the oldest error is dropped (a caller that does not poll).
-pub const MAX_QUEUED_EVENTS: usize = 1024;
+pub use crate::decode::MAX_QUEUED_EVENTS;
 
 /// What only a Modbus master can tell wrong, beyond [`DecodeStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -202,7 +201,7 @@ impl ModbusDecoder {
                     DecodeEvent::Error(e)
                 }
             };
-            queue(events, event);
+            crate::decode::queue_event(events, event);
         };
         f(transport, &mut sink);
     }
@@ -361,26 +360,6 @@ pub fn exception_name(code: u8) -> &'static str {
         0x0b => "gateway target device failed to respond",
         _ => "unknown exception",
     }
-}
-
-/// Queue an event: consecutive discards merge into one; past [`MAX_QUEUED_EVENTS`] the oldest
-/// error makes room (errors are counted in the stats).
-fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
-    if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
-        (&event, events.back_mut())
-    {
-        *last += bytes;
-        return;
-    }
-    if events.len() >= MAX_QUEUED_EVENTS {
-        if let Some(p) = events
-            .iter()
-            .position(|e| matches!(e, DecodeEvent::Error(_)))
-        {
-            events.remove(p);
-        }
-    }
-    events.push_back(event);
 }
 
 /// In a capture (nothing was sent), the request a reply answers: the next block in turn it fits,

@@ -31,8 +31,7 @@ use matcher::Matcher;
 /// burst, a readout without ETX, the lines of a meter that sends no header).
 pub const SILENCE: Duration = Duration::from_millis(500);
 
-/// Queued events past which the oldest error is dropped (a caller that does not poll).
-pub const MAX_QUEUED_EVENTS: usize = 1024;
+pub use crate::decode::MAX_QUEUED_EVENTS;
 
 pub struct ObisDecoder {
     framer: Framer,
@@ -119,31 +118,10 @@ impl ObisDecoder {
                     DecodeEvent::Error(e)
                 }
             };
-            queue(events, event);
+            crate::decode::queue_event(events, event);
         };
         f(framer, &mut sink);
     }
-}
-
-/// Queue an event: consecutive discards merge into one; past [`MAX_QUEUED_EVENTS`] the oldest error
-/// makes room (errors are also counted in the stats). Telegrams are never dropped: there are at most
-/// as many as the bytes of one `handle_bytes` call allow.
-fn queue(events: &mut VecDeque<DecodeEvent>, event: DecodeEvent) {
-    if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
-        (&event, events.back_mut())
-    {
-        *last += bytes;
-        return;
-    }
-    if events.len() >= MAX_QUEUED_EVENTS {
-        if let Some(p) = events
-            .iter()
-            .position(|e| matches!(e, DecodeEvent::Error(_)))
-        {
-            events.remove(p);
-        }
-    }
-    events.push_back(event);
 }
 
 impl Decoder for ObisDecoder {
