@@ -100,9 +100,30 @@ pub fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    match nix::sys::stat::fstat(libc::STDERR_FILENO) {
-        Ok(st) => st.st_dev as u64 == dev && st.st_ino as u64 == ino,
+    // std's metadata gives u64 device and inode numbers on every target (a Pi's 32-bit too).
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned();
+    match stderr.map(std::fs::File::from).and_then(|f| f.metadata()) {
+        Ok(m) => m.dev() == dev && m.ino() == ino,
         Err(_) => false,
+    }
+}
+
+/// A script diagnostic (several lines: the message, the source line, a caret) on stderr; under
+/// the journal each line gets the priority of its severity, as the log lines do.
+pub fn eprint_diagnostic(severity: crate::script::Severity, text: &str) {
+    if !stderr_is_journal() {
+        eprint!("{text}");
+        return;
+    }
+    let priority = match severity {
+        crate::script::Severity::Error => syslog_priority(tracing::Level::ERROR),
+        crate::script::Severity::Warning => syslog_priority(tracing::Level::WARN),
+        crate::script::Severity::Note => syslog_priority(tracing::Level::INFO),
+    };
+    for line in text.lines() {
+        eprintln!("<{priority}>{line}");
     }
 }
 

@@ -774,7 +774,7 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
     let source = crate::script::read_script(&script_path)?;
     let compiled = crate::script::compile_with(&source, &crate::script::CompileOptions { defines });
     for d in &compiled.diagnostics {
-        eprint!("{}", d.render(&shown));
+        crate::service::eprint_diagnostic(d.severity, &d.render(&shown));
     }
     let Some(script) = compiled.script else {
         bail!("{shown} does not compile");
@@ -783,7 +783,7 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
     let sections =
         crate::hooks::check::check_with_source(&script, &String::from_utf8_lossy(&source));
     for d in &sections {
-        eprint!("{}", d.render(&shown));
+        crate::service::eprint_diagnostic(d.severity, &d.render(&shown));
     }
     if sections
         .iter()
