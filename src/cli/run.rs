@@ -964,8 +964,8 @@ async fn reload_on_sighup(
                     return;
                 }
                 tracing::info!(
-                    "reloaded {shown}; the broker, InfluxDB, --http and discovery settings stay as \
-                     started (restart sml to change them)"
+                    "{shown} read again; the broker, InfluxDB, --http and discovery settings stay \
+                     as started (restart sml to change them)"
                 );
             }
             Err(e) => {
