@@ -10,10 +10,16 @@ password comes from `--password-file` or `SML_MQTT_PASSWORD`, never from the com
 file, and is never logged: a file that cannot be parsed is quoted without the value of any line that
 may hold a secret.
 
+Without a script, `--meter-name` or `--config`, the options come from `/etc/sml/sml.toml` when it
+exists (`$SML_CONFIG` names another file): the packaged service's configuration. SIGHUP reads the
+file and the script again ([`reload_on_sighup`]); what does not compile is refused and the running
+script goes on.
+
 Exit codes: 0 when the run ended as asked (Ctrl-C, SIGTERM, the captures read and published); 2 when
 the options or the script are refused before the run starts (a bad option, a missing capture); 1 when
 the run fails (the broker's TLS or spool setup, a task that panicked, a link that failed for good,
-payloads that were not delivered). The reason is the last line on stderr.
+payloads that were not delivered; but not those a `--spool` keeps when the run was stopped by SIGTERM
+or Ctrl-C: they go out at the next start). The reason is the last line on stderr.
 */
 
 use std::collections::BTreeMap;
@@ -59,7 +65,8 @@ pub struct Args {
     #[serde(rename = "port", default, deserialize_with = "port_table")]
     pub ports: Vec<String>,
     /// TOML file with the same keys as the long flags (`broker = "mqtt://..."`, `[port]` table
-    /// `1 = "/dev/ttyUSB0"`); flags override it. Relative paths are relative to the file.
+    /// `1 = "/dev/ttyUSB0"`); flags override it. Relative paths are relative to the file. Without
+    /// SCRIPT or --meter-name: $SML_CONFIG, else /etc/sml/sml.toml if it exists.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,

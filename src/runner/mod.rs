@@ -7,6 +7,9 @@ A run that went wrong says so: a task that panics ends the run with an error (no
 telegrams"), a link that cannot work fails it, and [`RunReport::failure`] says when payloads did not
 reach the broker, so `sml run` exits non-zero with the reason.
 
+A reload (SIGHUP, [`run_reloadable`]) restarts the meter tasks and the engine on the new script and
+never the sink: what waits for the broker stays queued through it.
+
 Sized for a thousand meters in one process: each meter is one small task on a single-threaded
 tokio runtime, waiting in the reactor; telegrams reach the engine over one bounded channel (a slow
 engine slows the links, it does not grow memory). Nothing polls.
