@@ -91,23 +91,30 @@ fn send(states: &[NotifyState]) {
 /// Whether stderr is the journal's stream: `$JOURNAL_STREAM` is `DEVICE:INODE` of it, and only
 /// counts when it is still our stderr (a shell that redirected stderr inherits the variable).
 pub fn stderr_is_journal() -> bool {
-    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+    names_stderr(std::env::var_os("JOURNAL_STREAM").as_deref())
+}
+
+/// Whether `journal_stream` (`DEVICE:INODE`) is this process's stderr.
+fn names_stderr(journal_stream: Option<&std::ffi::OsStr>) -> bool {
+    let Some((dev, ino)) = journal_stream
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.split_once(':'))
+    else {
         return false;
     };
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    // std's metadata gives u64 device and inode numbers on every target (a Pi's 32-bit too).
+    stderr_id().is_some_and(|id| id == (dev, ino))
+}
+
+/// stderr's device and inode; std's metadata gives u64s on every target (a Pi's 32-bit too).
+fn stderr_id() -> Option<(u64, u64)> {
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let stderr = std::io::stderr().as_fd().try_clone_to_owned();
-    match stderr.map(std::fs::File::from).and_then(|f| f.metadata()) {
-        Ok(m) => m.dev() == dev && m.ino() == ino,
-        Err(_) => false,
-    }
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let m = std::fs::File::from(fd).metadata().ok()?;
+    Some((m.dev(), m.ino()))
 }
 
 /// A script diagnostic (several lines: the message, the source line, a caret) on stderr; under
@@ -209,11 +216,16 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_stream_that_is_not_our_stderr_does_not_count() {
-        // The test harness's stderr is no journal; a made-up device and inode never match it.
-        // (The variable is read, not set, by the code under test; setting it here is process-wide,
-        // so only a value that cannot match is used.)
-        std::env::set_var("JOURNAL_STREAM", "0:0");
-        assert!(!stderr_is_journal());
+    fn only_a_journal_stream_naming_our_stderr_counts() {
+        use std::ffi::OsStr;
+        let (dev, ino) = stderr_id().unwrap();
+        assert!(names_stderr(Some(OsStr::new(&format!("{dev}:{ino}")))));
+        // Another file (a shell redirected stderr and kept the variable), garbage, nothing.
+        assert!(!names_stderr(Some(OsStr::new(&format!(
+            "{dev}:{}",
+            ino + 1
+        )))));
+        assert!(!names_stderr(Some(OsStr::new("journal"))));
+        assert!(!names_stderr(None));
     }
 }
