@@ -17,3 +17,4 @@ pub mod link;
 pub mod publish;
 pub mod runner;
 pub mod script;
+pub mod service;

@@ -10,10 +10,16 @@ password comes from `--password-file` or `SML_MQTT_PASSWORD`, never from the com
 file, and is never logged: a file that cannot be parsed is quoted without the value of any line that
 may hold a secret.
 
+Without a script, `--meter-name` or `--config`, the options come from `/etc/sml/sml.toml` when it
+exists (`$SML_CONFIG` names another file): the packaged service's configuration. SIGHUP reads the
+file and the script again ([`reload_on_sighup`]); what does not compile is refused and the running
+script goes on.
+
 Exit codes: 0 when the run ended as asked (Ctrl-C, SIGTERM, the captures read and published); 2 when
 the options or the script are refused before the run starts (a bad option, a missing capture); 1 when
 the run fails (the broker's TLS or spool setup, a task that panicked, a link that failed for good,
-payloads that were not delivered). The reason is the last line on stderr.
+payloads that were not delivered; but not those a `--spool` keeps when the run was stopped by SIGTERM
+or Ctrl-C: they go out at the next start). The reason is the last line on stderr.
 */
 
 use std::collections::BTreeMap;
@@ -40,7 +46,7 @@ pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
 
 /// `sml run`'s options, from the command line (clap) and from the `--config` file (serde) alike.
 /// Everything is optional here; [`resolve`] applies the defaults and checks the values.
-#[derive(Debug, Default, clap::Args, Deserialize)]
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Args {
     /// The Tasmota script (`>D ... >M ... #`); may also be given as `script` in --config.
@@ -59,7 +65,8 @@ pub struct Args {
     #[serde(rename = "port", default, deserialize_with = "port_table")]
     pub ports: Vec<String>,
     /// TOML file with the same keys as the long flags (`broker = "mqtt://..."`, `[port]` table
-    /// `1 = "/dev/ttyUSB0"`); flags override it. Relative paths are relative to the file.
+    /// `1 = "/dev/ttyUSB0"`); flags override it. Relative paths are relative to the file. Without
+    /// SCRIPT or --meter-name: $SML_CONFIG, else /etc/sml/sml.toml if it exists.
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
@@ -367,7 +374,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         ),
         (None, None) => bail!(
             "no script given: sml run SCRIPT --port 1=/dev/ttyUSB0 (or --meter-name NAME, or \
-             `script = \"...\"` in --config)"
+             `script = \"...\"` in --config or in /etc/sml/sml.toml)"
         ),
     };
     let bindings = args
@@ -687,6 +694,12 @@ fn default_topic(script: &Path) -> String {
     }
 }
 
+/// The configuration file of a packaged install (`packaging/sml.toml`), read when `sml run` is
+/// given neither a script, nor `--meter-name`, nor `--config`.
+pub const DEFAULT_CONFIG: &str = "/etc/sml/sml.toml";
+/// Names another file than [`DEFAULT_CONFIG`] (tests, a second instance); the file must exist.
+pub const CONFIG_ENV: &str = "SML_CONFIG";
+
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn,sml=info",
@@ -695,18 +708,58 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal: journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if crate::service::stderr_is_journal() {
+        // Under systemd: each line's level as a syslog priority, no timestamp (the journal's own).
+        logs.with_ansi(false)
+            .event_format(crate::service::JournalFormat)
+            .try_init()
+    } else {
+        logs
+            // Colour only for a person at a terminal: log files get plain text.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init()
+    };
 }
 
-pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    init_logging(args.verbose);
-    let args = match args.config.clone() {
+/// The file to read options from: `--config`; without it, and without a script or a meter name,
+/// `$SML_CONFIG` or, when it exists, [`DEFAULT_CONFIG`].
+fn config_path(args: &Args) -> Option<PathBuf> {
+    if let Some(path) = &args.config {
+        return Some(path.clone());
+    }
+    if args.script.is_some() || args.meter_name.is_some() {
+        return None;
+    }
+    match std::env::var_os(CONFIG_ENV) {
+        Some(path) => Some(PathBuf::from(path)),
+        None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+    }
+}
+
+/// What `sml run` checked before running, at the start and again on each SIGHUP.
+struct Prepared {
+    config: RunConfig,
+    frontends: Frontends,
+    /// The script as the user named it.
+    shown: String,
+}
+
+/// Whether [`prepare`] runs for a SIGHUP: the HTTP server already holds its port then (binding it
+/// again would fail on ourselves), and it is kept, as the publisher is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Start,
+    Reload,
+}
+
+/// The flags over the configuration file, resolved, the script read, compiled and checked, its
+/// meters bound: everything that can refuse a run before it starts.
+fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
+    let mut args = match config_path(&args) {
         Some(path) => {
             let file = load_file(&path)?;
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -714,6 +767,10 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => args,
     };
+    if stage == Stage::Reload {
+        args.http = None;
+        args.http_password_file = None;
+    }
     let Resolved {
         script_path,
         defines,
@@ -724,7 +781,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let source = crate::script::read_script(&script_path)?;
     let compiled = crate::script::compile_with(&source, &crate::script::CompileOptions { defines });
     for d in &compiled.diagnostics {
-        eprint!("{}", d.render(&shown));
+        crate::service::eprint_diagnostic(d.severity, &d.render(&shown));
     }
     let Some(script) = compiled.script else {
         bail!("{shown} does not compile");
@@ -733,7 +790,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let sections =
         crate::hooks::check::check_with_source(&script, &String::from_utf8_lossy(&source));
     for d in &sections {
-        eprint!("{}", d.render(&shown));
+        crate::service::eprint_diagnostic(d.severity, &d.render(&shown));
     }
     if sections
         .iter()
@@ -763,15 +820,52 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     }
     crate::runner::check_bindings(&config.script, &config.bindings, &config.decoders)?;
 
+    Ok(Prepared {
+        config,
+        frontends,
+        shown,
+    })
+}
+
+pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
+    init_logging(args.verbose);
+    let Prepared {
+        config,
+        frontends,
+        shown,
+    } = prepare(args.clone(), Stage::Start)?;
+
+    let spool = match &config.sink {
+        SinkConfig::Mqtt(m) => m.spool.clone(),
+        SinkConfig::Influx { influx, .. } => influx.spool.clone(),
+        _ => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let outcome = rt.block_on(crate::runner::run_with(
-        config,
-        frontends,
-        shutdown_signal(),
-    ));
+    // SIGHUP's default action ends the process: the handler is in place before the run says
+    // it is ready, so an early `systemctl reload` cannot kill it.
+    // SIGTERM's and SIGINT's likewise: `systemctl stop` right after READY=1 must find them.
+    let (hangups, stop) = {
+        let _runtime = rt.enter();
+        use tokio::signal::unix::{signal, SignalKind};
+        let hangups = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        (hangups, stop_signal(term, int))
+    };
+    let (reload_tx, reloads) = tokio::sync::mpsc::channel(1);
+    // A stop as asked (SIGTERM, Ctrl-C), not the captures' end: what the spool kept is no failure.
+    let asked_to_stop = std::sync::atomic::AtomicBool::new(false);
+    let outcome = rt.block_on(async {
+        tokio::spawn(reload_on_sighup(hangups, args, shown, reload_tx));
+        let shutdown = async {
+            stop.await;
+            asked_to_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        };
+        crate::runner::run_reloadable(config, frontends, shutdown, reloads).await
+    });
     // Whatever a task left running stops here, before the verdict is printed.
     drop(rt);
     let failure = match outcome {
@@ -799,7 +893,21 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     i.left_queued
                 );
             }
-            report.failure()
+            match (report.failure(), &spool) {
+                // Stopped as asked with the broker away: what it did not take is on disk,
+                // fsynced, and goes out at the next start; systemd's SIGTERM is no failure.
+                (Some(_), Some(dir))
+                    if asked_to_stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && kept_in_spool(&report) =>
+                {
+                    tracing::info!(
+                        "the payloads not delivered are kept in the spool {} for the next start",
+                        dir.display()
+                    );
+                    None
+                }
+                (failure, _) => failure,
+            }
         }
         Err(e) => Some(e.to_string()),
     };
@@ -811,6 +919,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// Whether the only thing wrong with a run is payloads still queued, which a `--spool` keeps:
+/// not a broker that refused us.
+fn kept_in_spool(report: &crate::runner::RunReport) -> bool {
+    report.mqtt.as_ref().is_none_or(|m| m.fatal.is_none())
 }
 
 /// Ctrl-C or SIGTERM (systemd's stop).
@@ -826,6 +940,46 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term => {}
+    }
+}
+
+/// [`shutdown_signal`] with its handlers installed beforehand.
+async fn stop_signal(mut term: tokio::signal::unix::Signal, mut int: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// SIGHUP (`systemctl reload sml`): read the configuration and the script again and hand them to
+/// the run, which restarts the meters and the engine on them and keeps its publisher (no queued
+/// payload is lost). What does not resolve or compile is refused with its error logged, and the
+/// running script goes on.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    args: Args,
+    mut shown: String,
+    reloads: tokio::sync::mpsc::Sender<RunConfig>,
+) {
+    while hangups.recv().await.is_some() {
+        crate::service::reloading();
+        tracing::info!("SIGHUP: reading the configuration and the script again");
+        match prepare(args.clone(), Stage::Reload) {
+            Ok(next) => {
+                shown = next.shown;
+                if reloads.send(next.config).await.is_err() {
+                    return;
+                }
+                tracing::info!(
+                    "{shown} read again; the broker, InfluxDB, --http and discovery settings stay \
+                     as started (restart sml to change them)"
+                );
+            }
+            Err(e) => {
+                tracing::error!("reload refused, {shown} keeps running: {e:#}");
+                crate::service::reload_refused(&format!("reload refused: {e}"));
+            }
+        }
     }
 }
 

@@ -7,6 +7,9 @@ A run that went wrong says so: a task that panics ends the run with an error (no
 telegrams"), a link that cannot work fails it, and [`RunReport::failure`] says when payloads did not
 reach the broker, so `sml run` exits non-zero with the reason.
 
+A reload (SIGHUP, [`run_reloadable`]) restarts the meter tasks and the engine on the new script and
+never the sink: what waits for the broker stays queued through it.
+
 Sized for a thousand meters in one process: each meter is one small task on a single-threaded
 tokio runtime, waiting in the reactor; telegrams reach the engine over one bounded channel (a slow
 engine slows the links, it does not grow memory). Nothing polls.
@@ -219,6 +222,128 @@ pub async fn run_with(
     frontends: Frontends,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
+    // No reloads: the sender is gone at once.
+    run_reloadable(config, frontends, shutdown, mpsc::channel(1).1).await
+}
+
+/// The meter tasks of one script, started at the start and again on each reload.
+struct Meters {
+    drivers: JoinSet<()>,
+    /// Which meter each task serves, to name it when it panics.
+    task_meter: HashMap<tokio::task::Id, MeterIndex>,
+    events: mpsc::Receiver<meter_task::LinkEvent>,
+    /// The hooks' commands to each meter (baud switches, requests, decoder resets).
+    commands: HashMap<MeterIndex, mpsc::Sender<MeterCommand>>,
+    /// Links that have not ended yet (replays end).
+    links_left: usize,
+}
+
+impl Meters {
+    fn start(config: &RunConfig, decoders: &DecoderFactory) -> Meters {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let mut drivers = JoinSet::new();
+        let mut task_meter = HashMap::new();
+        let mut commands = HashMap::new();
+        let bindings = with_script_addresses(&config.script, &config.bindings);
+        for b in &bindings {
+            let meter = Arc::new(
+                config
+                    .script
+                    .meter(b.meter)
+                    .cloned()
+                    .expect("bindings are checked before"),
+            );
+            let driver = LinkDriver {
+                meter,
+                source: b.source.clone(),
+                speed: config.replay_speed,
+                backoff: config.link_backoff,
+                decoders: decoders.clone(),
+                events: events_tx.clone(),
+            };
+            let (commands_tx, commands_rx) = mpsc::channel(METER_COMMAND_QUEUE);
+            commands.insert(b.meter, commands_tx);
+            let handle = drivers.spawn(driver.run_with_commands(commands_rx));
+            task_meter.insert(handle.id(), b.meter);
+        }
+        Meters {
+            drivers,
+            task_meter,
+            events,
+            commands,
+            links_left: bindings.len(),
+        }
+    }
+
+    /// Stop every meter task and wait for them, so that a reload reopens the serial devices only
+    /// after the old tasks closed them. A task that panicked fails the run.
+    async fn stop(&mut self) -> Result<(), RunError> {
+        self.drivers.abort_all();
+        while let Some(joined) = self.drivers.join_next_with_id().await {
+            if let Err(e) = joined {
+                if e.is_panic() {
+                    let meter = self.task_meter.get(&e.id()).copied().unwrap_or_default();
+                    return Err(join_failure(format!("meter {meter}'s task"), e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The engine on `config`'s script, with the user's Rhai and the saved `p:` variables.
+fn start_engine(
+    config: &RunConfig,
+    user_rhai: Option<crate::hooks::user::UserRhai>,
+    mqtt: bool,
+) -> Engine {
+    let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    if let Some(user) = user_rhai {
+        engine.set_user_rhai(user);
+    }
+    if let Some(h) = engine.hooks_mut() {
+        if !config.hooks.script_path.is_empty() {
+            h.set_path(&config.hooks.script_path);
+        }
+        if let Some(dir) = &config.hooks.state_dir {
+            if h.hooks().has_permanent() {
+                match crate::hooks::state::load(dir) {
+                    Ok(saved) => h.hooks_mut().restore_permanent(&saved),
+                    // The declared values, then: the run goes on, the user is told why.
+                    Err(e) => warn!("{e}; the p: variables start from their declared values"),
+                }
+            }
+        }
+        if mqtt {
+            // A script's `publish` names its own topics, as on Tasmota (the script is the user's
+            // configuration); the engine refuses wildcards and control characters.
+            h.set_publish_prefixes(vec![String::new()]);
+        }
+    }
+    engine
+}
+
+/// The one-line summary systemd shows (`systemctl status sml`): the counters since the start,
+/// `earlier` being those of the engines reloads replaced.
+fn service_status(engine: &Engine, earlier: EngineStats, meters: usize) -> String {
+    let mut stats = earlier;
+    add_stats(&mut stats, engine.stats());
+    format!(
+        "{meters} meters, {} telegrams, {} teleperiods, {} link drops",
+        stats.telegrams, stats.teleperiods, stats.link_drops
+    )
+}
+
+/// [`run_with`], where each configuration on `reloads` (SIGHUP) replaces the script, the
+/// bindings and the engine's settings: the meter tasks and the engine restart on it, the old
+/// engine's `>R`-time work (the `p:` variables) done first. The publisher with its queue and
+/// spool, the HTTP server and discovery are kept as started; a reload's `sink` is not used.
+pub async fn run_reloadable(
+    mut config: RunConfig,
+    frontends: Frontends,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<RunConfig>,
+) -> Result<RunReport, RunError> {
     check_bindings(&config.script, &config.bindings, &config.decoders)?;
     let live = frontends.http.as_ref().map(|_| {
         Arc::new(Mutex::new(Live::new(
@@ -236,65 +361,23 @@ pub async fn run_with(
         Some(path) => Some(crate::hooks::user::UserRhai::load(path)?),
         None => None,
     };
-    let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
-    let mut drivers = JoinSet::new();
-    // Which meter each task serves, to name it when it panics.
-    let mut task_meter = HashMap::new();
-    // The hooks' commands to each meter (baud switches, requests, decoder resets).
-    let mut meter_commands = HashMap::new();
-    let bindings = with_script_addresses(&config.script, &config.bindings);
-    for b in &bindings {
-        let meter = Arc::new(
-            config
-                .script
-                .meter(b.meter)
-                .cloned()
-                .expect("checked above"),
-        );
-        let driver = LinkDriver {
-            meter,
-            source: b.source.clone(),
-            speed: config.replay_speed,
-            backoff: config.link_backoff,
-            decoders: decoders.clone(),
-            events: events_tx.clone(),
-        };
-        let (commands_tx, commands) = mpsc::channel(METER_COMMAND_QUEUE);
-        meter_commands.insert(b.meter, commands_tx);
-        let handle = drivers.spawn(driver.run_with_commands(commands));
-        task_meter.insert(handle.id(), b.meter);
-    }
-    drop(events_tx);
-
-    let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    let mut meters = Meters::start(&config, &decoders);
+    let mqtt_sink = matches!(
+        config.sink,
+        SinkConfig::Mqtt(_) | SinkConfig::Influx { mqtt: Some(_), .. }
+    );
+    let mut engine = start_engine(&config, user_rhai, mqtt_sink);
     let mut discovery_broker = None;
     let mut influx_task: Option<InfluxTask> = None;
-    if let Some(user) = user_rhai {
-        engine.set_user_rhai(user);
-    }
     let mut actions = ActionLog {
-        meters: meter_commands,
+        meters: std::mem::take(&mut meters.commands),
         not_done: BTreeSet::new(),
     };
-    if let Some(h) = engine.hooks_mut() {
-        if !config.hooks.script_path.is_empty() {
-            h.set_path(&config.hooks.script_path);
-        }
-        if let Some(dir) = &config.hooks.state_dir {
-            if h.hooks().has_permanent() {
-                match crate::hooks::state::load(dir) {
-                    Ok(saved) => h.hooks_mut().restore_permanent(&saved),
-                    // The declared values, then: the run goes on, the user is told why.
-                    Err(e) => warn!("{e}; the p: variables start from their declared values"),
-                }
-            }
-        }
-    }
     let (mut sink, mut connected, mut mqtt_task): (
         Box<dyn Sink + Send>,
         watch::Receiver<bool>,
         Option<JoinHandle<MqttReport>>,
-    ) = match config.sink {
+    ) = match std::mem::replace(&mut config.sink, SinkConfig::Stdout) {
         SinkConfig::Stdout => (Box::new(StdoutSink::new()), watch::channel(true).1, None),
         SinkConfig::Recording(r) => (Box::new(r), watch::channel(true).1, None),
         SinkConfig::Mqtt(m) => {
@@ -322,13 +405,6 @@ pub async fn run_with(
             }
         }
     };
-    if discovery_broker.is_some() {
-        if let Some(h) = engine.hooks_mut() {
-            // A script's `publish` names its own topics, as on Tasmota (the script is the user's
-            // configuration); the engine refuses wildcards and control characters.
-            h.set_publish_prefixes(vec![String::new()]);
-        }
-    }
     let mut side_tasks: Vec<JoinHandle<()>> = Vec::new();
     let mut serials = None;
     if let (Some(d), Some(mqtt)) = (frontends.discovery, discovery_broker) {
@@ -358,7 +434,17 @@ pub async fn run_with(
         engine.handle_connected(Instant::now());
     }
     let mut watching_connect = true;
-    let mut links_left = bindings.len();
+    // The counters of the engines a reload replaced, for the final report.
+    let mut earlier = EngineStats::default();
+    let heartbeat = crate::service::heartbeat_period();
+    let mut heartbeat_tick =
+        tokio::time::interval(heartbeat.unwrap_or(std::time::Duration::from_secs(3600)));
+    heartbeat_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    crate::service::ready(&format!(
+        "running {}: {}",
+        config.hooks.script_path,
+        service_status(&engine, earlier, config.script.meters.len())
+    ));
     // The MQTT task's report when it stopped before the run did (the broker refused us).
     let mut mqtt_ended: Option<Result<MqttReport, JoinError>> = None;
     tokio::pin!(shutdown);
@@ -375,10 +461,70 @@ pub async fn run_with(
                     info!("stopping");
                     return Ok(());
                 }
+                // Before the events, which may never pause: a loop that is stuck or busy for
+                // good stops these pings, and systemd restarts the service.
+                _ = heartbeat_tick.tick(), if heartbeat.is_some() => {
+                    crate::service::heartbeat(&service_status(&engine, earlier, config.script.meters.len()));
+                }
+                Some(next) = reloads.recv() => {
+                    // What can still refuse the new configuration, before the old one stops.
+                    let checked = check_bindings(&next.script, &next.bindings, &next.decoders)
+                        .and_then(|()| match &next.hooks.user_rhai {
+                            Some(path) => Ok(Some(crate::hooks::user::UserRhai::load(path)?)),
+                            None => Ok(None),
+                        });
+                    let next_rhai = match checked {
+                        Ok(rhai) => rhai,
+                        Err(e) => {
+                            tracing::error!("reload refused, the running script goes on: {e}");
+                            crate::service::reload_refused(&format!("reload refused: {e}"));
+                            continue;
+                        }
+                    };
+                    // The old script's end, as at a stop: its `p:` variables are saved.
+                    engine.handle_shutdown(Instant::now(), &chrono::Local::now().naive_local());
+                    for p in actions.handle(engine.take_actions(), &config.hooks) {
+                        sink.publish(p)?;
+                    }
+                    meters.stop().await?;
+                    add_stats(&mut earlier, engine.stats());
+                    config = RunConfig {
+                        sink: SinkConfig::Stdout,
+                        ..next
+                    };
+                    let decoders = match &live {
+                        Some(l) => {
+                            let mut view = lock(l);
+                            let queue = view.mqtt_queue.take();
+                            *view = Live::new(&config.script, config.engine.stale_after, Instant::now());
+                            view.mqtt_queue = queue;
+                            crate::http::metrics::counting(config.decoders.clone(), view.decode.clone())
+                        }
+                        None => config.decoders.clone(),
+                    };
+                    meters = Meters::start(&config, &decoders);
+                    actions.meters = std::mem::take(&mut meters.commands);
+                    engine = start_engine(&config, next_rhai, mqtt_sink);
+                    if *connected.borrow() {
+                        engine.handle_connected(Instant::now());
+                    }
+                    if let Some((watch, _)) = &mut serials {
+                        *watch = SerialWatch::new(&config.script);
+                    }
+                    info!(
+                        "reloaded: {} meters; the queued payloads are kept",
+                        config.script.meters.len()
+                    );
+                    crate::service::ready(&format!(
+                        "reloaded {}: {}",
+                        config.hooks.script_path,
+                        service_status(&engine, earlier, config.script.meters.len())
+                    ));
+                }
                 // Before the events: a panicking task also closes its sender.
-                Some(joined) = drivers.join_next_with_id() => {
+                Some(joined) = meters.drivers.join_next_with_id() => {
                     if let Err(e) = joined {
-                        let meter = task_meter.get(&e.id()).copied();
+                        let meter = meters.task_meter.get(&e.id()).copied();
                         let task = meter.map_or("a meter task".into(), |m| format!("meter {m}'s task"));
                         return Err(join_failure(task, e));
                     }
@@ -388,7 +534,7 @@ pub async fn run_with(
                     mqtt_ended = Some(ended);
                     return Ok(());
                 }
-                ev = events.recv() => {
+                ev = meters.events.recv() => {
                     let Some(ev) = ev else { return Ok(()) };
                     match ev.kind {
                         LinkEventKind::Telegram(t) => {
@@ -419,8 +565,8 @@ pub async fn run_with(
                         LinkEventKind::Up => {}
                         LinkEventKind::Failed(why) => return Err(RunError::LinkFailed(why)),
                         LinkEventKind::Ended => {
-                            links_left -= 1;
-                            if links_left == 0 {
+                            meters.links_left -= 1;
+                            if meters.links_left == 0 {
                                 info!("every link has ended");
                                 let wall = chrono::Local::now().naive_local();
                                 for p in engine.handle_end(Instant::now(), &wall) {
@@ -449,13 +595,17 @@ pub async fn run_with(
         }
     }
     .await;
+    crate::service::stopping(&format!(
+        "stopping: {}",
+        service_status(&engine, earlier, config.script.meters.len())
+    ));
     engine.handle_shutdown(Instant::now(), &chrono::Local::now().naive_local());
     for p in actions.handle(engine.take_actions(), &config.hooks) {
         // The run is over: a `publish` of `>R` goes out if the sink still takes it.
         let _ = sink.publish(p);
     }
 
-    drivers.abort_all();
+    meters.drivers.abort_all();
     for t in &side_tasks {
         t.abort();
     }
@@ -495,19 +645,20 @@ pub async fn run_with(
     };
     result?;
     // The drivers were aborted; one that panicked before that still fails the run.
-    while let Some(joined) = drivers.join_next_with_id().await {
-        if let Err(e) = joined {
-            if e.is_panic() {
-                let meter = task_meter.get(&e.id()).copied().unwrap_or_default();
-                return Err(join_failure(format!("meter {meter}'s task"), e));
-            }
-        }
-    }
+    meters.stop().await?;
+    add_stats(&mut earlier, engine.stats());
     Ok(RunReport {
-        engine: engine.stats(),
+        engine: earlier,
         mqtt,
         influx,
     })
+}
+
+/// `total` plus the counters of an engine that ran before a reload.
+fn add_stats(total: &mut EngineStats, more: EngineStats) {
+    total.telegrams += more.telegrams;
+    total.teleperiods += more.teleperiods;
+    total.link_drops += more.link_drops;
 }
 
 /// What the run loop does for the script's hooks: the log, the state file, the meter tasks.
