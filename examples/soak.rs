@@ -64,6 +64,10 @@ struct Opts {
     /// Output directory (samples.csv, rss.png, summary.md, sml's log, the broker's files).
     #[arg(long, default_value = "soak-out")]
     out: PathBuf,
+    /// Run nothing: redraw OUT/rss.png from OUT/samples.csv and print the RSS figures for
+    /// --warm-up (to look at a finished soak with another warm-up).
+    #[arg(long)]
+    replot: bool,
 }
 
 /// The SML bench telegram with its 1.8.0 value replaced: the getList response message's CRC and
@@ -515,8 +519,48 @@ fn summary(
     )
 }
 
+/// `--replot`: the samples of a finished run, the RSS figures after `warm_up`, a new plot.
+fn replot(opts: &Opts) {
+    let csv = std::fs::read_to_string(opts.out.join("samples.csv")).expect("OUT/samples.csv");
+    let samples: Vec<Sample> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<f64> = l.split(',').filter_map(|v| v.parse().ok()).collect();
+            (f.len() == 5).then(|| Sample {
+                minutes: f[0],
+                rss_mb: f[1],
+                cpu_pct: f[2],
+                sent: f[3] as u64,
+                delivered: f[4] as u64,
+            })
+        })
+        .collect();
+    let after: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.minutes >= opts.warm_up)
+        .collect();
+    let base = after.first().map_or(0.0, |s| s.rss_mb);
+    let peak = after.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
+    let cpu = after.iter().map(|s| s.cpu_pct).sum::<f64>() / after.len().max(1) as f64;
+    println!(
+        "{} samples; RSS after {:.0} min warm-up {base:.1} MB, peak after {peak:.1} MB ({:+.1} %), \
+         at the end {:.1} MB; CPU after warm-up {cpu:.1} % of one core (mean)",
+        samples.len(),
+        opts.warm_up,
+        100.0 * (peak - base) / base.max(f64::MIN_POSITIVE),
+        samples.last().map_or(0.0, |s| s.rss_mb),
+    );
+    if let Err(e) = plot(&opts.out, &samples, opts.warm_up) {
+        eprintln!("plot: {e}");
+    }
+}
+
 fn main() {
     let opts = Opts::parse();
+    if opts.replot {
+        return replot(&opts);
+    }
     std::fs::create_dir_all(&opts.out).unwrap();
     let n = opts.meters;
     let template = Arc::new(SmlTemplate::load());
