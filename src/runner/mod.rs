@@ -13,6 +13,7 @@ engine slows the links, it does not grow memory). Nothing polls.
 */
 
 pub mod meter_task;
+pub mod shard;
 pub mod warn_limit;
 
 use std::collections::{BTreeSet, HashMap};
@@ -219,7 +220,19 @@ pub async fn run_with(
     frontends: Frontends,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
-    check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    run_shard(config, frontends, None, shutdown).await
+}
+
+/// [`run_with`] for the meters of one `--shard` only ([`shard`]): the engine keeps the whole script,
+/// links are started for the kept meters alone.
+pub async fn run_shard(
+    config: RunConfig,
+    frontends: Frontends,
+    shard: Option<shard::Shard>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
+    let running = shard::running(&config.script, shard);
+    check_bindings(&running, &config.bindings, &config.decoders)?;
     let live = frontends.http.as_ref().map(|_| {
         Arc::new(Mutex::new(Live::new(
             &config.script,
@@ -242,7 +255,8 @@ pub async fn run_with(
     let mut task_meter = HashMap::new();
     // The hooks' commands to each meter (baud switches, requests, decoder resets).
     let mut meter_commands = HashMap::new();
-    let bindings = with_script_addresses(&config.script, &config.bindings);
+    let bindings = with_script_addresses(&running, &config.bindings);
+    drop(running);
     for b in &bindings {
         let meter = Arc::new(
             config
