@@ -128,7 +128,9 @@ fn cluster_ready(nodes: &[Node]) -> bool {
 fn write_script(dir: &Path) -> PathBuf {
     let mut s = format!(">D\n>M {METERS}\n");
     for m in 1..=METERS {
-        s.push_str(&format!("+{m},3,o,0,9600,M{m}\n{m},1-0:1.8.0(@1,Seq,,seq,0\n"));
+        s.push_str(&format!(
+            "+{m},3,o,0,9600,M{m}\n{m},1-0:1.8.0(@1,Seq,,seq,0\n"
+        ));
     }
     s.push_str("#\n");
     let path = dir.join("cluster.sml");
@@ -336,7 +338,7 @@ fn three_shards_on_a_nats_cluster_lose_no_telegram_when_a_node_dies() {
     for l in log.lines().filter(|l| {
         l.contains("MQTT connected to") || l.contains("retrying") || l.contains("delivered")
     }) {
-        eprintln!("sml --shard {KILLED}/{NODES}: {}", l.split_once("  ").map_or(l, |x| x.1).trim());
+        eprintln!("sml --shard {KILLED}/{NODES}: {l}");
     }
     let dead = format!("127.0.0.1:{}", mqtt_ports[KILLED]);
     assert!(

@@ -81,7 +81,11 @@ fn killing_the_first_broker_moves_the_payloads_to_the_second_with_none_lost() {
         port: port_b,
         tls: false,
     }];
-    let config = run_config(&["seq"], Source::Serial(path), SinkConfig::Mqtt(Box::new(mqtt)));
+    let config = run_config(
+        &["seq"],
+        Source::Serial(path),
+        SinkConfig::Mqtt(Box::new(mqtt)),
+    );
     let sml = start_sml(config);
     assert_eq!(next_on(&seen_a, LWT, WAIT).payload, "Online");
 
@@ -89,7 +93,10 @@ fn killing_the_first_broker_moves_the_payloads_to_the_second_with_none_lost() {
     let mut on_a = BTreeMap::new();
     send(&mut meter, 1..=20);
     collect(&seen_a, 1..=20, WAIT, &mut on_a);
-    assert_eq!(on_a.keys().copied().collect::<Vec<_>>(), (1..=20).collect::<Vec<_>>());
+    assert_eq!(
+        on_a.keys().copied().collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
 
     // SIGKILL: no goodbye from the broker; sml learns of it on its next write or read. The
     // meter goes on at once: what sml hands to the dead connection must reach the second broker.
@@ -107,9 +114,20 @@ fn killing_the_first_broker_moves_the_payloads_to_the_second_with_none_lost() {
         lost.len(),
         lost
     );
-    assert_eq!(lost, Vec::<u32>::new(), "every payload after the kill reaches the second broker");
-    let extra: Vec<u32> = on_b.keys().copied().filter(|n| *n < 21 || *n > 60).collect();
-    assert!(extra.is_empty(), "payloads acknowledged by the first broker are not re-sent: {extra:?}");
+    assert_eq!(
+        lost,
+        Vec::<u32>::new(),
+        "every payload after the kill reaches the second broker"
+    );
+    let extra: Vec<u32> = on_b
+        .keys()
+        .copied()
+        .filter(|n| *n < 21 || *n > 60)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "payloads acknowledged by the first broker are not re-sent: {extra:?}"
+    );
 
     // The second broker says sml is online (retained, for a subscriber that comes later).
     let late = subscribe(port_b, LWT);

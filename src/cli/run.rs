@@ -460,9 +460,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         None => SinkConfig::Stdout,
         Some((first, more)) => {
             let parse = |url: &String| -> anyhow::Result<BrokerUrl> {
-                url.parse()
-                    .map_err(anyhow::Error::msg)
-                    .context("--broker")
+                url.parse().map_err(anyhow::Error::msg).context("--broker")
             };
             let broker = parse(first)?;
             let more_brokers = more.iter().map(parse).collect::<anyhow::Result<Vec<_>>>()?;
@@ -827,7 +825,11 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             crate::script::model::MeterSource::ModbusTcp { .. }
         )
     };
-    if config.bindings.is_empty() && running.meters.len() == 1 && !has_address(&running.meters[0]) {
+    if config.bindings.is_empty()
+        && config.script.meters.len() == 1
+        && running.meters.len() == 1
+        && !has_address(&running.meters[0])
+    {
         // The common case gets the clearest message.
         let m = running.meters[0].index;
         bail!(
@@ -863,8 +865,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     .mqtt
                     .as_ref()
                     .map(|m| format!(
-                        ", {} payloads delivered, {} dropped, {} not delivered",
-                        m.delivered, m.dropped, m.left_queued
+                        ", {} payloads delivered, {} dropped, {} not delivered{}",
+                        m.delivered,
+                        m.dropped,
+                        m.left_queued,
+                        if m.failovers > 0 {
+                            format!(", {} moves to another broker", m.failovers)
+                        } else {
+                            String::new()
+                        }
                     ))
                     .unwrap_or_default()
             );
@@ -1037,7 +1046,11 @@ mod tests {
             "mqtt://b:1884",
         ]);
         let m = mqtt(resolve(a, None).unwrap());
-        let hosts: Vec<(String, u16)> = m.brokers().iter().map(|b| (b.host.clone(), b.port)).collect();
+        let hosts: Vec<(String, u16)> = m
+            .brokers()
+            .iter()
+            .map(|b| (b.host.clone(), b.port))
+            .collect();
         assert_eq!(hosts, [("a".into(), 1883), ("b".into(), 1884)]);
         let file: Args =
             toml::from_str("brokers = [\"mqtt://a\", \"mqtt://b\", \"mqtt://c\"]\n").unwrap();
@@ -1054,11 +1067,17 @@ mod tests {
         let mut a = args("x.sml");
         a.broker = vec!["mqtts://a".into(), "mqtt://b:1883".into()];
         let e = format!("{:#}", resolve(a, None).err().unwrap());
-        assert!(e.contains("--broker mqtt://b:1883") && e.contains("mqtts://a"), "{e}");
+        assert!(
+            e.contains("--broker mqtt://b:1883") && e.contains("mqtts://a"),
+            "{e}"
+        );
         let mut a = args("x.sml");
         a.broker = vec!["mqtt://a".into(), "mqtt://u:pw@b".into()];
         let e = format!("{:#}", resolve(a, None).err().unwrap());
-        assert!(e.contains("credentials do not go") && !e.contains("pw"), "{e}");
+        assert!(
+            e.contains("credentials do not go") && !e.contains("pw"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1069,13 +1088,19 @@ mod tests {
         let r = resolve(a, None).unwrap();
         assert_eq!(r.shard, Some(Shard { k: 2, n: 3 }));
         let m = mqtt(r);
-        assert_eq!((m.topics.sensor.as_str(), m.client_id.as_str()), ("tele/house-2/SENSOR", "sml-house-2"));
+        assert_eq!(
+            (m.topics.sensor.as_str(), m.client_id.as_str()),
+            ("tele/house-2/SENSOR", "sml-house-2")
+        );
         let mut a = args("meters/house.sml");
         a.broker = vec!["mqtt://a".into()];
         a.shard = Some("1/3".into());
         a.topic = Some("house".into());
         let m = mqtt(resolve(a, None).unwrap());
-        assert_eq!((m.topics.sensor.as_str(), m.client_id.as_str()), ("tele/house/SENSOR", "sml-house-1"));
+        assert_eq!(
+            (m.topics.sensor.as_str(), m.client_id.as_str()),
+            ("tele/house/SENSOR", "sml-house-1")
+        );
         for bad in ["3/3", "1/0", "one/3"] {
             let mut a = args("x.sml");
             a.shard = Some(bad.into());

@@ -313,9 +313,14 @@ impl Delivery {
         } else {
             format!(" on {}", self.broker())
         };
-        // Said loudly when a working connection drops or the first attempt fails; the retries
-        // of a broker that stays away go to the debug log.
-        if was_up || (self.report.connects == 0 && self.failed_attempts == 1) {
+        // Said loudly when a working connection drops, the first attempt fails or delivery moves
+        // on in the first round after it; the retries of brokers that stay away go to the debug
+        // log.
+        let first_round = self.failed_attempts <= self.config.brokers.len() as u64;
+        if was_up
+            || (!next.is_empty() && first_round)
+            || (self.report.connects == 0 && self.failed_attempts == 1)
+        {
             warn!(
                 "MQTT {failed}: {why}; retrying{next} in {delay:?}, {} payloads queued",
                 self.outbox.len()

@@ -25,7 +25,9 @@ pub struct Shard {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShardError {
-    #[error("'{0}': expected K/N, e.g. 0/3 (this host runs the meters whose number modulo N is K)")]
+    #[error(
+        "'{0}': expected K/N, e.g. 0/3 (this host runs the meters whose number modulo N is K)"
+    )]
     Syntax(String),
     #[error("'{0}': N must be at least 1")]
     NoHosts(String),
@@ -109,7 +111,9 @@ mod tests {
     fn meters(n: usize) -> Script {
         let mut text = format!(">D\n>M {n}\n");
         for i in 1..=n {
-            text.push_str(&format!("+{i},3,o,0,9600,M{i}\n{i},1-0:1.8.0(@1,E,kWh,e,3\n"));
+            text.push_str(&format!(
+                "+{i},3,o,0,9600,M{i}\n{i},1-0:1.8.0(@1,E,kWh,e,3\n"
+            ));
         }
         text.push_str("#\n");
         crate::script::compile(text.as_bytes())
@@ -145,8 +149,14 @@ mod tests {
 
     #[test]
     fn a_shard_that_keeps_no_meter_says_which_meters_there_are() {
-        let e = Shard { k: 0, n: 3 }.kept(&meters(2)).unwrap_err().to_string();
-        assert!(e.contains("--shard 0/3 keeps none of the script's meters (1, 2)"), "{e}");
+        let e = Shard { k: 0, n: 3 }
+            .kept(&meters(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--shard 0/3 keeps none of the script's meters (1, 2)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -162,6 +172,9 @@ mod tests {
             .collect();
         let (kept, ignored) = shard.split(bindings);
         let meters_of = |b: &[Binding]| b.iter().map(|b| b.meter).collect::<Vec<_>>();
-        assert_eq!((meters_of(&kept), meters_of(&ignored)), (vec![2, 4], vec![1, 3]));
+        assert_eq!(
+            (meters_of(&kept), meters_of(&ignored)),
+            (vec![2, 4], vec![1, 3])
+        );
     }
 }
