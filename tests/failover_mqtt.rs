@@ -141,3 +141,96 @@ fn killing_the_first_broker_moves_the_payloads_to_the_second_with_none_lost() {
     assert_eq!(mqtt.connects, 2, "{mqtt:?}");
     drop(b);
 }
+
+// ---- a refused login, per broker -----------------------------------------------------------
+
+fn login_to(ports: &[u16], password: &str) -> sml::publish::mqtt::MqttConfig {
+    let mut config = mqtt_config(ports[0], "failover");
+    config.more_brokers = ports[1..]
+        .iter()
+        .map(|&port| BrokerUrl {
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+        })
+        .collect();
+    config.user = Some("sml".into());
+    config.password = Some(sml::publish::mqtt::Secret::new(password.into()));
+    config
+}
+
+/// The first broker refuses the password (its user database differs); the second takes sml and
+/// gets the payloads; delivery does not end.
+#[test]
+fn a_broker_that_refuses_the_login_is_skipped_for_one_that_takes_it() {
+    use sml::engine::scheduler::Publication;
+    use sml::publish::Sink;
+
+    let (port_a, port_b) = (free_port(), free_port());
+    let Some(a) = start_mosquitto(port_a, Some(("sml", "another-one"))) else {
+        eprintln!("skipped: mosquitto is not installed");
+        return;
+    };
+    let b = start_mosquitto(port_b, None).unwrap();
+    let seen_b = subscribe(port_b, "home1/#");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(async {
+        let (mut sink, mut connected, task) =
+            sml::publish::mqtt::start(login_to(&[port_a, port_b], "wr0ng-Pa55")).unwrap();
+        tokio::time::timeout(WAIT, connected.wait_for(|up| *up))
+            .await
+            .expect("connected to the second broker")
+            .unwrap();
+        sink.publish(Publication::Sensor(r#"{"EON":{"seq":1}}"#.into()))
+            .unwrap();
+        drop(sink);
+        task.await.unwrap()
+    });
+    assert_eq!(
+        next_on(&seen_b, SENSOR, WAIT).payload,
+        r#"{"EON":{"seq":1}}"#
+    );
+    assert_eq!(report.fatal, None);
+    assert_eq!(
+        (report.delivered, report.connects, report.failovers),
+        (1, 1, 1)
+    );
+    drop((a, b));
+}
+
+/// Every broker of the list refuses: delivery ends by itself with each broker's reason, and the
+/// password appears nowhere.
+#[test]
+fn when_every_broker_refuses_the_login_delivery_ends_naming_each() {
+    let (port_a, port_b) = (free_port(), free_port());
+    let Some(a) = start_mosquitto(port_a, Some(("sml", "the-right-one"))) else {
+        eprintln!("skipped: mosquitto is not installed");
+        return;
+    };
+    let b = start_mosquitto(port_b, Some(("sml", "the-right-one"))).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(async {
+        let (_sink, _connected, task) =
+            sml::publish::mqtt::start(login_to(&[port_a, port_b], "wr0ng-Pa55")).unwrap();
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("the MQTT task ends by itself")
+            .unwrap()
+    });
+    let fatal = report.fatal.expect("a fatal reason");
+    assert!(
+        fatal.starts_with("every broker refused the connection"),
+        "{fatal}"
+    );
+    for port in [port_a, port_b] {
+        assert!(fatal.contains(&format!("127.0.0.1:{port}: ")), "{fatal}");
+    }
+    assert!(!fatal.contains("wr0ng"), "{fatal}");
+    drop((a, b));
+}

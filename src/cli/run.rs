@@ -406,8 +406,16 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         .map(|p| p.parse::<Binding>())
         .collect::<Result<Vec<_>, _>>()
         .context("--port")?;
-    // A capture that cannot be read will not appear by waiting: say so before starting.
-    for b in &bindings {
+    let shard = match &args.shard {
+        Some(s) => Some(s.parse::<Shard>().context("--shard")?),
+        None => None,
+    };
+    // A capture that cannot be read will not appear by waiting: say so before starting. Another
+    // shard's captures are another host's files.
+    for b in bindings
+        .iter()
+        .filter(|b| shard.is_none_or(|s| s.keeps(b.meter)))
+    {
         if let Source::Replay(path) = &b.source {
             std::fs::File::open(path).with_context(|| {
                 format!("--port {b}: cannot read the capture {}", path.display())
@@ -452,10 +460,6 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
     }
     let influx = influx_config(&args, &script_path)?;
     let influx_tls = influx.as_ref().is_some_and(|i| i.url.tls);
-    let shard = match &args.shard {
-        Some(s) => Some(s.parse::<Shard>().context("--shard")?),
-        None => None,
-    };
     let sink = match args.broker.split_first() {
         None => SinkConfig::Stdout,
         Some((first, more)) => {
