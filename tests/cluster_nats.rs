@@ -268,7 +268,26 @@ fn three_shards_on_a_nats_cluster_lose_no_telegram_when_a_node_dies() {
     // What is still on its way to the counter.
     let mut got: BTreeMap<u16, BTreeMap<u32, u32>> = BTreeMap::new();
     let mut teleperiods = 0;
+    let mut states = 0;
     let mut take = |got: &mut BTreeMap<u16, BTreeMap<u32, u32>>, topic: &str, payload: &str| {
+        if let Some(k) = topic
+            .strip_prefix("tele/cluster-")
+            .and_then(|t| t.strip_suffix("/STATE"))
+        {
+            states += 1;
+            // A shard names only its own meters silent, never the other hosts'.
+            let v: serde_json::Value = serde_json::from_str(payload).expect("STATE is JSON");
+            let k: u16 = k.parse().expect("the shard in the topic");
+            for m in v["Silent"].as_array().expect("a Silent list") {
+                let m = m.as_u64().unwrap() as u16;
+                assert_eq!(
+                    m % NODES as u16,
+                    k,
+                    "shard {k} names meter {m} silent: {payload}"
+                );
+            }
+            return;
+        }
         if !topic.ends_with("/SENSOR") {
             return;
         }
@@ -317,7 +336,7 @@ fn three_shards_on_a_nats_cluster_lose_no_telegram_when_a_node_dies() {
         );
     }
     eprintln!(
-        "({teleperiods} teleperiod payloads not counted; total {:.1?})",
+        "({teleperiods} teleperiod payloads not counted, {states} STATE checked; total {:.1?})",
         started.elapsed()
     );
     for (k, code) in &codes {

@@ -281,6 +281,10 @@ pub async fn run_shard(
     drop(events_tx);
 
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    if let Some(s) = shard {
+        let elsewhere = config.script.meters.iter().map(|m| m.index);
+        engine.set_meters_elsewhere(elsewhere.filter(|&m| !s.keeps(m)).collect());
+    }
     let mut discovery_broker = None;
     let mut influx_task: Option<InfluxTask> = None;
     if let Some(user) = user_rhai {

@@ -5,8 +5,8 @@ number modulo N is K. Meter numbers are Tasmota's, from 1: with three hosts, `1/
 
 Only the meter tasks are split. The engine still holds the whole script, so entry numbers, `=m`
 lines and the hooks' `sml[n]` keep their meaning; the entries of another host's meters simply never
-get a value here (they are left out of SENSOR, and `sml[n]` reads them as 0, a meter not heard from
-yet, as Tasmota does before the first telegram). A hook that combines meters of several hosts must
+get a value here (they are left out of SENSOR, STATE's `Silent` list does not name them, and `sml[n]`
+reads them as 0, a meter not heard from yet, as Tasmota does before the first telegram). A hook that combines meters of several hosts must
 therefore run where those meters are (or on a subscriber of the hosts' SENSOR topics).
 */
 
