@@ -24,9 +24,10 @@ const NODES: usize = 3;
 /// Meters in the script: two per shard.
 const METERS: u16 = 6;
 /// Telegrams in each meter's capture, each with its own sequence number as the value.
-const TELEGRAMS: u32 = 40;
+const TELEGRAMS: u32 = 50;
 /// Replay pace: a 42-byte telegram at 9600 baud is 23 a second; a tenth of that spreads the
-/// run over about 17 s, so that the node dies in the middle of it.
+/// run over about 22 s, so that the node dies early in it and the survivors have time to re-elect
+/// their JetStream leaders (5 to 11 s measured) before the replay ends and sml drains.
 const REPLAY_SPEED: &str = "0.1";
 /// The node killed, and the node the subscriber uses (never the killed one).
 const KILLED: usize = 0;
