@@ -6,6 +6,9 @@ are warnings, see [`crate::hooks::check`]). Exit 0 when every file compiles (war
 any file has an error. A file that cannot be read counts as an error for that file, not a crash.
 Diagnostics and the summary go to stderr, as compilers print them, so they stay together and in
 order when both streams reach a terminal or a log.
+
+`--shard K/N` also prints, on stdout, which meters a host started with `sml run --shard K/N` runs
+(a shard that keeps none of a file's meters is an error for that file).
 */
 
 use std::path::PathBuf;
@@ -25,6 +28,9 @@ pub struct Args {
     /// (repeatable). `rxpin`, `txpin` and `smlf` are supplied when a script uses them undeclared.
     #[arg(long = "define", short = 'D', value_name = "NAME=VALUE")]
     pub defines: Vec<Define>,
+    /// Say which meters `sml run --shard K/N` would run on this host.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::runner::shard::Shard>,
 }
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
@@ -61,6 +67,23 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             .any(|d| d.severity == script::Severity::Error)
         {
             failed += 1;
+            continue;
+        }
+        if let (Some(shard), Some(s)) = (args.shard, &compiled.script) {
+            match shard.kept(s) {
+                Ok(kept) => {
+                    let kept: Vec<String> = kept.iter().map(u16::to_string).collect();
+                    println!(
+                        "{shown}: --shard {shard} runs meter(s) {} of {}",
+                        kept.join(", "),
+                        s.meters.len()
+                    );
+                }
+                Err(e) => {
+                    eprintln!("{shown}: error: {e}");
+                    failed += 1;
+                }
+            }
         }
     }
     if failed > 0 {

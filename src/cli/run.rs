@@ -40,6 +40,7 @@ use crate::publish::discovery::{DiscoveryConfig, DEFAULT_HA_PREFIX};
 use crate::publish::influx::{InfluxConfig, InfluxUrl, Target};
 use crate::publish::mqtt::{BrokerUrl, MqttConfig, Secret, TlsFiles};
 use crate::publish::topics::{Topics, DEFAULT_FULL_TOPIC};
+use crate::runner::shard::Shard;
 use crate::runner::{default_decoders, Frontends, RunConfig, SinkConfig};
 
 pub const PASSWORD_ENV: &str = "SML_MQTT_PASSWORD";
@@ -71,8 +72,15 @@ pub struct Args {
     #[serde(skip)]
     pub config: Option<PathBuf>,
     /// `mqtt://host[:port]` or `mqtts://host[:port]`; without it, SENSOR JSON goes to stdout.
+    /// Repeatable: the brokers of one cluster, tried in order, failing over to the next with the
+    /// queue intact (`broker = "..."` or `brokers = ["...", "..."]` in --config).
     #[arg(long, value_name = "URL")]
-    pub broker: Option<String>,
+    #[serde(default, alias = "brokers", deserialize_with = "one_or_many")]
+    pub broker: Vec<String>,
+    /// Run only the meters whose number modulo N is K (`0/3`, `1/3`, `2/3` on three hosts sharing
+    /// one script and config file); `shard = "K/N"` in --config.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
     /// CA certificates (PEM) for mqtts:// and an https:// --influx; the system's roots by default.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -190,6 +198,20 @@ pub struct Args {
     pub verbose: u8,
 }
 
+/// `broker = "mqtt://a"` or `brokers = ["mqtt://a", "mqtt://b"]`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 /// The file's `[port]` table (`1 = "/dev/ttyUSB0"`) as the flag's `N=SOURCE` strings.
 fn port_table<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let table = BTreeMap::<String, String>::deserialize(d)?;
@@ -228,7 +250,13 @@ impl Args {
             meters_dir: self.meters_dir.or(rel(file.meters_dir)),
             ports,
             config: None,
-            broker: self.broker.or(file.broker),
+            // The command line's list replaces the file's whole (a cluster is one list).
+            broker: if self.broker.is_empty() {
+                file.broker
+            } else {
+                self.broker
+            },
+            shard: self.shard.or(file.shard),
             ca_file: self.ca_file.or(rel(file.ca_file)),
             cert_file: self.cert_file.or(rel(file.cert_file)),
             key_file: self.key_file.or(rel(file.key_file)),
@@ -353,6 +381,8 @@ fn describe_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 /// The checked configuration (ripgrep's hiargs): the script still to be read, and the run.
 pub struct Resolved {
     pub script_path: PathBuf,
+    /// `--shard K/N`: the meters this host runs.
+    pub shard: Option<Shard>,
     /// `--define NAME=VALUE`, checked.
     pub defines: Vec<crate::script::Define>,
     pub run: RunConfig,
@@ -383,8 +413,16 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         .map(|p| p.parse::<Binding>())
         .collect::<Result<Vec<_>, _>>()
         .context("--port")?;
-    // A capture that cannot be read will not appear by waiting: say so before starting.
-    for b in &bindings {
+    let shard = match &args.shard {
+        Some(s) => Some(s.parse::<Shard>().context("--shard")?),
+        None => None,
+    };
+    // A capture that cannot be read will not appear by waiting: say so before starting. Another
+    // shard's captures are another host's files.
+    for b in bindings
+        .iter()
+        .filter(|b| shard.is_none_or(|s| s.keeps(b.meter)))
+    {
         if let Source::Replay(path) = &b.source {
             std::fs::File::open(path).with_context(|| {
                 format!("--port {b}: cannot read the capture {}", path.display())
@@ -405,7 +443,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         None => ReplaySpeed::RealTime,
         Some(s) => s.parse().context("--replay-speed")?,
     };
-    if args.broker.is_none() {
+    if args.broker.is_empty() {
         let mqtt_only = [
             ("--user", args.user.is_some()),
             ("--password-file", args.password_file.is_some()),
@@ -429,16 +467,28 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
     }
     let influx = influx_config(&args, &script_path)?;
     let influx_tls = influx.as_ref().is_some_and(|i| i.url.tls);
-    let sink = match &args.broker {
+    let sink = match args.broker.split_first() {
         None => SinkConfig::Stdout,
-        Some(url) => {
-            let broker: BrokerUrl = url
-                .parse()
-                .map_err(anyhow::Error::msg)
-                .context("--broker")?;
+        Some((first, more)) => {
+            let parse = |url: &String| -> anyhow::Result<BrokerUrl> {
+                url.parse().map_err(anyhow::Error::msg).context("--broker")
+            };
+            let broker = parse(first)?;
+            let more_brokers = more.iter().map(parse).collect::<anyhow::Result<Vec<_>>>()?;
+            // Failing over from TLS to plain text would hand the password to whoever listens.
+            if let Some((url, _)) = more
+                .iter()
+                .zip(&more_brokers)
+                .find(|(_, b)| b.tls != broker.tls)
+            {
+                bail!(
+                    "--broker {url}: the brokers of one list are all mqtt:// or all mqtts://, \
+                     as --broker {first} is"
+                );
+            }
             let topic = match &args.topic {
                 Some(t) => t.clone(),
-                None => default_topic(&script_path),
+                None => sharded_topic(&default_topic(&script_path), shard),
             };
             let full_topic = args
                 .full_topic
@@ -470,15 +520,20 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
             }
             SinkConfig::Mqtt(Box::new(MqttConfig {
                 broker,
+                more_brokers,
                 tls: TlsFiles {
                     ca: args.ca_file.clone(),
                     cert: args.cert_file.clone(),
                     key: args.key_file.clone(),
                 },
-                client_id: args
-                    .client_id
-                    .clone()
-                    .unwrap_or_else(|| format!("sml-{topic}")),
+                client_id: args.client_id.clone().unwrap_or_else(|| {
+                    // Hosts of one shard set share a --topic given by hand: not their client id,
+                    // or each would throw the others off the broker.
+                    match (&args.topic, shard) {
+                        (Some(_), Some(s)) => format!("sml-{topic}-{}", s.k),
+                        _ => format!("sml-{topic}"),
+                    }
+                }),
                 user: args.user.clone(),
                 password,
                 topics,
@@ -504,7 +559,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
                 topic: args
                     .topic
                     .clone()
-                    .unwrap_or_else(|| default_topic(&script_path)),
+                    .unwrap_or_else(|| sharded_topic(&default_topic(&script_path), shard)),
                 full_topic: args
                     .full_topic
                     .clone()
@@ -577,6 +632,7 @@ fn resolve(args: Args, password_env: Option<String>) -> anyhow::Result<Resolved>
         .map_err(|e| anyhow!("--define {e}"))?;
     Ok(Resolved {
         script_path,
+        shard,
         defines,
         run: config,
         frontends: Frontends { http, discovery },
@@ -674,6 +730,15 @@ fn influx_config(args: &Args, script_path: &Path) -> anyhow::Result<Option<Influ
     }))
 }
 
+/// The default %topic% of a shard: `meters-0` for `--shard 0/3`, so that each host has its own
+/// SENSOR, STATE and LWT (one LWT shared by three hosts would say `Offline` while two run).
+fn sharded_topic(topic: &str, shard: Option<Shard>) -> String {
+    match shard {
+        Some(s) => format!("{topic}-{}", s.k),
+        None => topic.to_string(),
+    }
+}
+
 /// Tasmota's %topic% default off the ESP: the script's name (`meters/sx631.sml` -> `sx631`).
 fn default_topic(script: &Path) -> String {
     let stem = script.file_stem().and_then(|s| s.to_str()).unwrap_or("sml");
@@ -746,6 +811,8 @@ struct Prepared {
     frontends: Frontends,
     /// The script as the user named it.
     shown: String,
+    /// `--shard K/N`, kept as started over reloads (a host does not change its shard on SIGHUP).
+    shard: Option<Shard>,
 }
 
 /// Whether [`prepare`] runs for a SIGHUP: the HTTP server already holds its port then (binding it
@@ -773,6 +840,7 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
     }
     let Resolved {
         script_path,
+        shard,
         defines,
         run: mut config,
         frontends,
@@ -799,6 +867,21 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
         bail!("{shown}: its script sections do not translate");
     }
     config.script = script;
+    if let Some(shard) = shard {
+        let kept = shard.kept(&config.script)?;
+        let (mine, others) = shard.split(std::mem::take(&mut config.bindings));
+        config.bindings = mine;
+        let list = |m: &[u16]| m.iter().map(u16::to_string).collect::<Vec<_>>().join(", ");
+        tracing::info!("--shard {shard}: this host runs meters {}", list(&kept));
+        if !others.is_empty() {
+            let ignored: Vec<String> = others.iter().map(|b| format!("--port {b}")).collect();
+            tracing::info!(
+                "--shard {shard}: {} of other shards ignored here",
+                ignored.join(", ")
+            );
+        }
+    }
+    let running = crate::runner::shard::running(&config.script, shard);
     let has_address = |m: &crate::script::model::Meter| {
         matches!(
             m.source,
@@ -807,10 +890,11 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
     };
     if config.bindings.is_empty()
         && config.script.meters.len() == 1
-        && !has_address(&config.script.meters[0])
+        && running.meters.len() == 1
+        && !has_address(&running.meters[0])
     {
         // The common case gets the clearest message.
-        let m = config.script.meters[0].index;
+        let m = running.meters[0].index;
         bail!(
             "{shown} has one meter and it has no port. Tell sml where its bytes come from:\n  \
              sml run {shown} --port {m}=/dev/ttyUSB0        (serial adapter)\n  \
@@ -818,12 +902,14 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
              sml run {shown} --port {m}=file:capture.txt    (recorded capture)"
         );
     }
-    crate::runner::check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    crate::runner::check_bindings(&running, &config.bindings, &config.decoders)?;
+    drop(running);
 
     Ok(Prepared {
         config,
         frontends,
         shown,
+        shard,
     })
 }
 
@@ -833,6 +919,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         config,
         frontends,
         shown,
+        shard,
     } = prepare(args.clone(), Stage::Start)?;
 
     let spool = match &config.sink {
@@ -864,7 +951,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
             stop.await;
             asked_to_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         };
-        crate::runner::run_reloadable(config, frontends, shutdown, reloads).await
+        crate::runner::run_reloadable(config, frontends, shard, shutdown, reloads).await
     });
     // Whatever a task left running stops here, before the verdict is printed.
     drop(rt);
@@ -879,8 +966,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
                     .mqtt
                     .as_ref()
                     .map(|m| format!(
-                        ", {} payloads delivered, {} dropped, {} not delivered",
-                        m.delivered, m.dropped, m.left_queued
+                        ", {} payloads delivered, {} dropped, {} not delivered{}",
+                        m.delivered,
+                        m.dropped,
+                        m.left_queued,
+                        if m.failovers > 0 {
+                            format!(", {} moves to another broker", m.failovers)
+                        } else {
+                            String::new()
+                        }
                     ))
                     .unwrap_or_default()
             );
@@ -1015,7 +1109,7 @@ mod tests {
     fn the_seed_command_resolves_to_tasmotas_topics() {
         let mut a = args("meters/sx631.sml");
         a.ports = vec!["1=/dev/ttyUSB0".into()];
-        a.broker = Some("mqtt://127.0.0.1:1884".into());
+        a.broker = vec!["mqtt://127.0.0.1:1884".into()];
         a.topic = Some("myelectricmeter".into());
         a.full_topic = Some("home1/%prefix%/%topic%/".into());
         let r = resolve(a, None).unwrap();
@@ -1041,7 +1135,7 @@ mod tests {
     #[test]
     fn the_topic_defaults_to_the_scripts_name() {
         let mut a = args("meters/sx631.sml");
-        a.broker = Some("mqtt://localhost".into());
+        a.broker = vec!["mqtt://localhost".into()];
         assert_eq!(
             mqtt(resolve(a, None).unwrap()).topics.sensor,
             "tele/sx631/SENSOR"
@@ -1091,14 +1185,89 @@ mod tests {
     #[test]
     fn a_password_comes_from_the_environment_and_needs_a_user() {
         let mut a = args("x.sml");
-        a.broker = Some("mqtt://localhost".into());
+        a.broker = vec!["mqtt://localhost".into()];
         let e = resolve(a, Some("pw".into())).err().unwrap().to_string();
         assert!(e.contains("no --user") && !e.contains("pw\""), "{e}");
         let mut a = args("x.sml");
-        a.broker = Some("mqtt://localhost".into());
+        a.broker = vec!["mqtt://localhost".into()];
         a.user = Some("u".into());
         let m = mqtt(resolve(a, Some("pw".into())).unwrap());
         assert_eq!(m.password.unwrap().expose(), "pw");
+    }
+
+    #[test]
+    fn several_brokers_come_from_repeated_flags_or_a_list_in_the_file() {
+        let a = parse(&[
+            "sml",
+            "run",
+            "x.sml",
+            "--broker",
+            "mqtt://a:1883",
+            "--broker",
+            "mqtt://b:1884",
+        ]);
+        let m = mqtt(resolve(a, None).unwrap());
+        let hosts: Vec<(String, u16)> = m
+            .brokers()
+            .iter()
+            .map(|b| (b.host.clone(), b.port))
+            .collect();
+        assert_eq!(hosts, [("a".into(), 1883), ("b".into(), 1884)]);
+        let file: Args =
+            toml::from_str("brokers = [\"mqtt://a\", \"mqtt://b\", \"mqtt://c\"]\n").unwrap();
+        assert_eq!(file.broker.len(), 3);
+        let file: Args = toml::from_str("broker = \"mqtt://a\"\n").unwrap();
+        assert_eq!(file.broker, ["mqtt://a"]);
+        // The command line's list replaces the file's.
+        let m = parse(&["sml", "run", "--broker", "mqtt://z"]).over(file, Path::new("/"));
+        assert_eq!(m.broker, ["mqtt://z"]);
+    }
+
+    #[test]
+    fn a_broker_list_mixing_tls_and_plain_text_is_refused_quoting_the_odd_one() {
+        let mut a = args("x.sml");
+        a.broker = vec!["mqtts://a".into(), "mqtt://b:1883".into()];
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(
+            e.contains("--broker mqtt://b:1883") && e.contains("mqtts://a"),
+            "{e}"
+        );
+        let mut a = args("x.sml");
+        a.broker = vec!["mqtt://a".into(), "mqtt://u:pw@b".into()];
+        let e = format!("{:#}", resolve(a, None).err().unwrap());
+        assert!(
+            e.contains("credentials do not go") && !e.contains("pw"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_shard_has_its_own_topic_and_client_id_and_bad_shards_are_quoted() {
+        let mut a = args("meters/house.sml");
+        a.broker = vec!["mqtt://a".into()];
+        a.shard = Some("2/3".into());
+        let r = resolve(a, None).unwrap();
+        assert_eq!(r.shard, Some(Shard { k: 2, n: 3 }));
+        let m = mqtt(r);
+        assert_eq!(
+            (m.topics.sensor.as_str(), m.client_id.as_str()),
+            ("tele/house-2/SENSOR", "sml-house-2")
+        );
+        let mut a = args("meters/house.sml");
+        a.broker = vec!["mqtt://a".into()];
+        a.shard = Some("1/3".into());
+        a.topic = Some("house".into());
+        let m = mqtt(resolve(a, None).unwrap());
+        assert_eq!(
+            (m.topics.sensor.as_str(), m.client_id.as_str()),
+            ("tele/house/SENSOR", "sml-house-1")
+        );
+        for bad in ["3/3", "1/0", "one/3"] {
+            let mut a = args("x.sml");
+            a.shard = Some(bad.into());
+            let e = format!("{:#}", resolve(a, None).err().unwrap());
+            assert!(e.starts_with(&format!("--shard: '{bad}'")), "{e}");
+        }
     }
 
     #[test]
@@ -1142,7 +1311,7 @@ mod tests {
         let m = flags.over(file, Path::new("/etc/sml"));
         assert_eq!(m.script, Some(PathBuf::from("/etc/sml/meters/sx631.sml")));
         assert_eq!(m.topic.as_deref(), Some("fromflag"));
-        assert_eq!(m.broker.as_deref(), Some("mqtt://broker:1883"));
+        assert_eq!(m.broker, ["mqtt://broker:1883"]);
         assert_eq!(m.teleperiod, Some(60));
         assert_eq!(m.stale_after, Some(90));
         assert!(m.every_telegram);
@@ -1225,13 +1394,13 @@ mod tests {
         let e = resolve(a, None).err().unwrap().to_string();
         assert!(e.contains("--ha-discovery needs --broker"), "{e}");
         let mut a = args("meters/sx631.sml");
-        a.broker = Some("mqtt://localhost".into());
+        a.broker = vec!["mqtt://localhost".into()];
         a.ha_discovery = true;
         a.ha_prefix = Some("home/+".into());
         let e = resolve(a, None).err().unwrap().to_string();
         assert!(e.contains("--ha-prefix 'home/+'"), "{e}");
         let mut a = args("meters/sx631.sml");
-        a.broker = Some("mqtt://localhost".into());
+        a.broker = vec!["mqtt://localhost".into()];
         a.ha_discovery = true;
         let d = resolve(a, None).unwrap().frontends.discovery.unwrap();
         assert_eq!(d.ha_prefix.as_deref(), Some("homeassistant"));

@@ -100,6 +100,8 @@ pub struct Engine {
     actions: Vec<HookAction>,
     /// The user's own post-processing (`--rhai FILE`).
     user: Option<UserRhai>,
+    /// Meters another host runs (`--shard`): never heard here, and not silent for that.
+    elsewhere: Vec<MeterIndex>,
 }
 
 impl Engine {
@@ -120,6 +122,7 @@ impl Engine {
             next_teleperiod: now + config.teleperiod,
             connected_once: false,
             stats: EngineStats::default(),
+            elsewhere: Vec::new(),
         }
     }
 
@@ -335,7 +338,14 @@ impl Engine {
 
     /// The meters not heard from within their stale window, ascending (for STATE and the log).
     pub fn silent_meters(&self, now: Instant) -> Vec<MeterIndex> {
-        self.table.silent_meters(now)
+        let mut silent = self.table.silent_meters(now);
+        silent.retain(|m| !self.elsewhere.contains(m));
+        silent
+    }
+
+    /// These meters are run by another host (`--shard`): STATE does not name them silent.
+    pub fn set_meters_elsewhere(&mut self, meters: Vec<MeterIndex>) {
+        self.elsewhere = meters;
     }
 
     /// When [`Engine::handle_timeout`] is next due.
@@ -571,6 +581,10 @@ mod tests {
         }
         assert!(e.silent_meters(t0 + secs(14)).is_empty());
         assert_eq!(e.silent_meters(t0 + secs(15)), vec![2]);
+        // On a host of another shard meter 2 is not silent: it is not read there at all.
+        e.set_meters_elsewhere(vec![2]);
+        assert!(e.silent_meters(t0 + secs(15)).is_empty());
+        e.set_meters_elsewhere(vec![]);
         let out = teleperiod(&mut e, t0 + secs(20));
         assert_eq!(
             out,

@@ -22,10 +22,24 @@ publishes the will, `Offline`, when the connection dies without a DISCONNECT); a
 up to [`DRAIN_ON_EXIT`] for the outbox to empty, then publishes `Offline` itself and disconnects.
 STATE is sent only while connected (an old uptime is worth nothing).
 
+**Several brokers** (`--broker` given more than once): one connection at a time, to the broker at
+`current`. A connection that drops is retried on the same broker after the backoff's first delay (a
+broker restart is the common outage); when that attempt fails, or any connect attempt fails (refused,
+timed out), delivery moves on to the next broker of the list, round-robin, at once while some broker
+of the list has not been tried since the last connection worked, and after the backoff's next delay
+once every one has. Nothing else changes on a move: the new connection is handed the outbox from the
+oldest payload not acknowledged, so the QoS 1 publishes the old broker took but never acknowledged are
+published again on the new one (at-least-once: a subscriber may see such a payload twice, never zero
+times), and `Online` goes to the new broker's LWT topic (the old one publishes the will, `Offline`,
+when it notices the dead connection, if it still runs).
+
 **A refused login ends delivery**: a broker that answers bad user name or password, not authorized,
 an unacceptable client id or protocol version will answer the same on every retry. Tasmota retries
 forever; sml reports it ([`MqttReport::fatal`]) so that the run can end with a clear error instead of
-a service that looks alive and publishes nothing. The outbox (and its spool) keeps the payloads.
+a service that looks alive and publishes nothing. The outbox (and its spool) keeps the payloads. With
+several brokers the decision is per broker: one that refuses is left out of the rotation for the rest
+of the run (its user database may differ from the others'; an error says so), and delivery ends only
+when every broker of the list has refused.
 */
 
 use std::collections::{HashMap, VecDeque};
@@ -58,6 +72,8 @@ pub struct MqttReport {
     pub dropped: u64,
     pub connects: u64,
     pub left_queued: usize,
+    /// Moves to another broker of the list after a failure (0 with one broker).
+    pub failovers: u64,
     /// The broker refused the connection for a reason retrying will not fix (bad user name or
     /// password, not authorized): delivery stopped. The run should end with this, non-zero.
     pub fatal: Option<String>,
@@ -75,8 +91,8 @@ pub struct Message {
 /// What [`Delivery`] asks the adapter to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transmit {
-    /// Open a new connection; the previous one, if any, is dropped.
-    Connect,
+    /// Open a new connection to `brokers[broker]`; the previous one, if any, is dropped.
+    Connect { broker: usize },
     /// Hand this publish to the connection; its packet id comes back in `handle_written`.
     Publish(Message),
     /// Send DISCONNECT (the broker then drops the will) and close.
@@ -89,8 +105,9 @@ pub struct DeliveryConfig {
     pub qos: QoS,
     pub topics: Topics,
     pub reconnect: Backoff,
-    /// `host:port`, for the log.
-    pub broker: String,
+    /// The brokers to try, in order (at least one): `host:port`, for the log; the adapter keeps
+    /// the addresses under the same index.
+    pub brokers: Vec<String>,
 }
 
 /// A publish handed to the connection, until its packet id is known.
@@ -153,21 +170,33 @@ pub struct Delivery {
     report: MqttReport,
     /// Connection attempts since the last success, for the log's level.
     failed_attempts: u64,
+    /// The broker connected to, or tried next: an index into `config.brokers`.
+    current: usize,
+    /// Connect attempts failed in a row since the last connection worked or the last full round:
+    /// once every usable broker has failed, the next attempt waits the backoff's delay.
+    failed_in_round: usize,
+    /// Why each broker refused the login, if it did: such a broker is not tried again.
+    refused: Vec<Option<&'static str>>,
 }
 
 impl Delivery {
     /// Delivery of `outbox` (which may hold payloads from a spool); asks to connect at once.
     pub fn new(config: DeliveryConfig, outbox: Outbox) -> Delivery {
+        assert!(!config.brokers.is_empty(), "delivery needs a broker");
         let retry = config.reconnect.retry();
+        let refused = vec![None; config.brokers.len()];
         Delivery {
             config,
             outbox,
             link: Link::Connecting,
             retry,
             closing: Closing::Open,
-            transmits: VecDeque::from([Transmit::Connect]),
+            transmits: VecDeque::from([Transmit::Connect { broker: 0 }]),
             report: MqttReport::default(),
             failed_attempts: 0,
+            current: 0,
+            failed_in_round: 0,
+            refused,
         }
     }
 
@@ -210,6 +239,7 @@ impl Delivery {
         }
         self.report.connects += 1;
         self.failed_attempts = 0;
+        self.failed_in_round = 0;
         self.retry.reset();
         if session_present {
             debug!("the broker kept a session; sml re-sends from its outbox all the same");
@@ -220,7 +250,7 @@ impl Delivery {
         self.hand_control(lwt, "Online".into(), true);
         info!(
             "MQTT connected to {}; {} payloads queued",
-            self.config.broker,
+            self.broker(),
             self.outbox.len()
         );
         self.fill();
@@ -270,19 +300,34 @@ impl Delivery {
             return;
         }
         self.failed_attempts += 1;
-        let delay = self.retry.next_delay();
-        // Said loudly when a working connection drops or the first attempt fails; the retries
-        // of a broker that stays away go to the debug log.
-        if was_up || (self.report.connects == 0 && self.failed_attempts == 1) {
+        let failed = self.broker().to_string();
+        let delay = if was_up {
+            // The same broker first, after the first delay: it may only be restarting.
+            self.failed_in_round = 0;
+            self.retry.next_delay()
+        } else {
+            self.move_on()
+        };
+        let next = if self.broker() == failed {
+            String::new()
+        } else {
+            format!(" on {}", self.broker())
+        };
+        // Said loudly when a working connection drops, the first attempt fails or delivery moves
+        // on in the first round after it; the retries of brokers that stay away go to the debug
+        // log.
+        let first_round = self.failed_attempts <= self.config.brokers.len() as u64;
+        if was_up
+            || (!next.is_empty() && first_round)
+            || (self.report.connects == 0 && self.failed_attempts == 1)
+        {
             warn!(
-                "MQTT {}: {why}; retrying in {delay:?}, {} payloads queued",
-                self.config.broker,
+                "MQTT {failed}: {why}; retrying{next} in {delay:?}, {} payloads queued",
                 self.outbox.len()
             );
         } else {
             debug!(
-                "MQTT {}: {why}; retrying in {delay:?}, {} payloads queued",
-                self.config.broker,
+                "MQTT {failed}: {why}; retrying{next} in {delay:?}, {} payloads queued",
                 self.outbox.len()
             );
         }
@@ -308,10 +353,26 @@ impl Delivery {
                 return self.handle_disconnected(now, "the broker is unavailable");
             }
         };
-        let fatal = format!(
-            "the broker {} refused the connection: {why}",
-            self.config.broker
-        );
+        self.refused[self.current] = Some(why);
+        if self.refused.iter().any(Option::is_none) {
+            error!(
+                "MQTT: the broker {} refused the connection: {why}; it is not tried again, the \
+                 other brokers are",
+                self.broker()
+            );
+            return self.handle_disconnected(now, "refused the login");
+        }
+        let fatal = match self.config.brokers.as_slice() {
+            [one] => format!("the broker {one} refused the connection: {why}"),
+            all => {
+                let each: Vec<String> = all
+                    .iter()
+                    .zip(&self.refused)
+                    .map(|(b, why)| format!("{b}: {}", why.unwrap_or_default()))
+                    .collect();
+                format!("every broker refused the connection ({})", each.join("; "))
+            }
+        };
         error!("MQTT: {fatal}; not retrying");
         self.report.fatal = Some(fatal);
         self.transmits.clear();
@@ -341,7 +402,9 @@ impl Delivery {
         if let Link::Waiting { reconnect_at } = self.link {
             if now >= reconnect_at {
                 self.link = Link::Connecting;
-                self.transmits.push_back(Transmit::Connect);
+                self.transmits.push_back(Transmit::Connect {
+                    broker: self.current,
+                });
             }
         }
         self.advance_closing(now);
@@ -391,6 +454,38 @@ impl Delivery {
 
     pub fn outbox_mut(&mut self) -> &mut Outbox {
         &mut self.outbox
+    }
+
+    /// The broker connected to, or tried next (`host:port`).
+    pub fn broker(&self) -> &str {
+        &self.config.brokers[self.current]
+    }
+
+    /// A connect attempt failed: the next broker that has not refused, and how long to wait for
+    /// it (nothing while the round is not done).
+    fn move_on(&mut self) -> Duration {
+        let n = self.config.brokers.len();
+        let usable = self.refused.iter().filter(|r| r.is_none()).count();
+        let from = self.current;
+        // A broker that refused the login is out of the round, not a failure of it.
+        if self.refused[from].is_none() {
+            self.failed_in_round += 1;
+        }
+        if let Some(next) = (1..=n)
+            .map(|step| (from + step) % n)
+            .find(|&i| self.refused[i].is_none())
+        {
+            self.current = next;
+        }
+        if self.current != from {
+            self.report.failovers += 1;
+        }
+        if self.failed_in_round >= usable {
+            self.failed_in_round = 0;
+            self.retry.next_delay()
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// Hand a control message to an up connection; false if not up or too many are waiting.
@@ -487,10 +582,29 @@ mod tests {
                     first: Duration::from_secs(1),
                     cap: Duration::from_secs(8),
                 },
-                broker: "test:1883".into(),
+                brokers: vec!["test:1883".into()],
             },
             Outbox::new(100),
         )
+    }
+
+    /// Delivery over brokers `a`, `b`, `c`, connected to `a` with `Online` acknowledged.
+    fn three_brokers(now: Instant) -> Delivery {
+        let mut d = Delivery::new(
+            DeliveryConfig {
+                qos: QoS::AtLeastOnce,
+                topics: Topics::new("%prefix%/%topic%/", "m").unwrap(),
+                reconnect: Backoff {
+                    first: Duration::from_secs(1),
+                    cap: Duration::from_secs(8),
+                },
+                brokers: vec!["a:1883".into(), "b:1883".into(), "c:1883".into()],
+            },
+            Outbox::new(100),
+        );
+        assert_eq!(d.poll_transmit(), Some(Transmit::Connect { broker: 0 }));
+        connect(&mut d, now, false);
+        d
     }
 
     fn sensor(d: &mut Delivery, now: Instant, n: u32) {
@@ -529,7 +643,7 @@ mod tests {
 
     fn up(now: Instant) -> Delivery {
         let mut d = delivery(QoS::AtLeastOnce);
-        assert_eq!(d.poll_transmit(), Some(Transmit::Connect));
+        assert_eq!(d.poll_transmit(), Some(Transmit::Connect { broker: 0 }));
         connect(&mut d, now, false);
         d
     }
@@ -635,12 +749,12 @@ mod tests {
         assert_eq!(transmits(&mut d), []);
         let t1 = t0 + Duration::from_secs(1);
         d.handle_timeout(t1);
-        assert_eq!(transmits(&mut d), [Transmit::Connect]);
+        assert_eq!(transmits(&mut d), [Transmit::Connect { broker: 0 }]);
         d.handle_disconnected(t1, "connection refused");
         assert_eq!(d.poll_timeout(), Some(t1 + Duration::from_secs(2)));
         let t2 = t1 + Duration::from_secs(2);
         d.handle_timeout(t2);
-        assert_eq!(transmits(&mut d), [Transmit::Connect]);
+        assert_eq!(transmits(&mut d), [Transmit::Connect { broker: 0 }]);
         // A late PUBACK of the old connection's packet 3 must not complete anything now.
         d.handle_puback(t2, 3);
         connect(&mut d, t2, session_present);
@@ -665,6 +779,121 @@ mod tests {
     #[test]
     fn after_an_outage_a_broker_with_a_session_gets_the_same() {
         an_outage(true);
+    }
+
+    #[test]
+    fn a_lost_connection_is_retried_on_the_same_broker_first() {
+        let t = Instant::now();
+        let mut d = three_brokers(t);
+        d.handle_disconnected(t, "connection reset");
+        assert_eq!(d.poll_timeout(), Some(t + Duration::from_secs(1)));
+        d.handle_timeout(t + Duration::from_secs(1));
+        assert_eq!(transmits(&mut d), [Transmit::Connect { broker: 0 }]);
+        assert_eq!(d.report().failovers, 0);
+    }
+
+    #[test]
+    fn a_broker_not_back_within_the_first_retry_is_left_for_the_next_with_the_unacknowledged_payloads(
+    ) {
+        let t0 = Instant::now();
+        let mut d = three_brokers(t0);
+        for n in 1..=3 {
+            sensor(&mut d, t0, n);
+        }
+        assert_eq!(sent(&mut d), ["1", "2", "3"]);
+        for pkid in 2..=4 {
+            d.handle_written(t0, pkid);
+        }
+        d.handle_puback(t0, 2); // a took "1"; "2" and "3" were written, never acknowledged
+        d.handle_disconnected(t0, "connection reset");
+        sensor(&mut d, t0, 4);
+        let t1 = t0 + Duration::from_secs(1);
+        d.handle_timeout(t1);
+        assert_eq!(transmits(&mut d), [Transmit::Connect { broker: 0 }]);
+        d.handle_disconnected(t1, "connection refused");
+        // b is tried at once: it has not failed since a worked.
+        assert_eq!(d.poll_timeout(), Some(t1));
+        d.handle_timeout(t1);
+        assert_eq!(transmits(&mut d), [Transmit::Connect { broker: 1 }]);
+        assert_eq!(d.broker(), "b:1883");
+        connect(&mut d, t1, false);
+        assert_eq!(sent(&mut d), ["2", "3", "4"], "re-sent to b, in order");
+        for pkid in 2..=4 {
+            d.handle_written(t1, pkid);
+            d.handle_puback(t1, pkid);
+        }
+        let r = d.report();
+        assert_eq!((r.delivered, r.left_queued, r.failovers), (4, 0, 1));
+    }
+
+    #[test]
+    fn brokers_are_tried_round_robin_and_a_full_round_of_failures_backs_off() {
+        let t = Instant::now();
+        let mut d = three_brokers(t);
+        let mut tried = Vec::new();
+        let mut waits = Vec::new();
+        let mut now = t;
+        // a drops; then every attempt fails.
+        d.handle_disconnected(now, "gone");
+        for _ in 0..7 {
+            let due = d.poll_timeout().unwrap();
+            waits.push((due - now).as_secs());
+            now = due;
+            d.handle_timeout(now);
+            let Some(Transmit::Connect { broker }) = d.poll_transmit() else {
+                panic!("a connect is due")
+            };
+            tried.push(broker);
+            d.handle_disconnected(now, "connection refused");
+        }
+        assert_eq!(tried, [0, 1, 2, 0, 1, 2, 0]);
+        // 1 s for a's restart; b and c at once; then the backoff doubles per round.
+        assert_eq!(waits, [1, 0, 0, 2, 0, 0, 4]);
+    }
+
+    #[test]
+    fn a_broker_that_refuses_the_login_is_skipped_and_the_others_still_serve() {
+        let t = Instant::now();
+        let mut d = three_brokers(t);
+        d.handle_disconnected(t, "gone");
+        d.handle_timeout(t + Duration::from_secs(1));
+        transmits(&mut d);
+        d.handle_refused(
+            t + Duration::from_secs(1),
+            ConnectReturnCode::BadUserNamePassword,
+        );
+        assert!(!d.is_finished(), "b and c may still take sml");
+        assert_eq!(d.report().fatal, None);
+        let mut tried = Vec::new();
+        for _ in 0..4 {
+            let now = d.poll_timeout().unwrap();
+            d.handle_timeout(now);
+            let Some(Transmit::Connect { broker }) = d.poll_transmit() else {
+                panic!("a connect is due")
+            };
+            tried.push(broker);
+            d.handle_disconnected(now, "connection refused");
+        }
+        assert_eq!(tried, [1, 2, 1, 2], "a is not tried again");
+    }
+
+    #[test]
+    fn delivery_ends_when_every_broker_has_refused_the_login() {
+        let t = Instant::now();
+        let mut d = three_brokers(t);
+        d.handle_disconnected(t, "gone");
+        for _ in 0..3 {
+            let now = d.poll_timeout().unwrap();
+            d.handle_timeout(now);
+            transmits(&mut d);
+            d.handle_refused(now, ConnectReturnCode::NotAuthorized);
+        }
+        assert!(d.is_finished());
+        let fatal = d.report().fatal.unwrap();
+        assert!(fatal.starts_with("every broker refused"), "{fatal}");
+        for b in ["a:1883", "b:1883", "c:1883"] {
+            assert!(fatal.contains(b), "{fatal}");
+        }
     }
 
     #[test]

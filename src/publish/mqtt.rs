@@ -8,6 +8,9 @@ with the connection's generation so that a dead connection's late events are ign
 side, [`MqttSink`], only pushes into a channel; the spool's disk writes happen on their own thread
 ([`super::spool`]). See [`super::delivery`] for why sml, not rumqttc, keeps the unacknowledged
 payloads.
+
+With several brokers (`--broker` repeated) the adapter keeps one set of rumqttc options per broker,
+under the index [`Delivery`] names in [`Transmit::Connect`]; which one to try is delivery's choice.
 */
 
 use std::fmt;
@@ -132,6 +135,9 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
     pub broker: BrokerUrl,
+    /// More brokers of the same cluster, tried after `broker` in this order and round-robin when
+    /// a connection fails (see [`super::delivery`]); same client id, credentials, TLS files.
+    pub more_brokers: Vec<BrokerUrl>,
     pub tls: TlsFiles,
     pub client_id: String,
     pub user: Option<String>,
@@ -176,6 +182,15 @@ impl Sink for MqttSink {
 ///
 /// The task also ends by itself when the broker refuses the login for good: its report then has
 /// [`MqttReport::fatal`], and [`MqttSink::publish`] returns [`PublishError::BrokerRefused`].
+impl MqttConfig {
+    /// `broker` then `more_brokers`: the order delivery tries them in.
+    pub fn brokers(&self) -> Vec<&BrokerUrl> {
+        std::iter::once(&self.broker)
+            .chain(&self.more_brokers)
+            .collect()
+    }
+}
+
 pub fn start(
     config: MqttConfig,
 ) -> Result<(MqttSink, watch::Receiver<bool>, JoinHandle<MqttReport>), PublishError> {
@@ -207,7 +222,11 @@ fn start_with_outbox(
     config: MqttConfig,
     outbox: Outbox,
 ) -> Result<(MqttSink, watch::Receiver<bool>, JoinHandle<MqttReport>), PublishError> {
-    let options = mqtt_options(&config)?;
+    let options = config
+        .brokers()
+        .into_iter()
+        .map(|b| mqtt_options(&config, b))
+        .collect::<Result<Vec<_>, _>>()?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (connected_tx, connected_rx) = watch::channel(false);
     let (conn_tx, conn_rx) = mpsc::unbounded_channel();
@@ -221,7 +240,11 @@ fn start_with_outbox(
                 first: FIRST_RETRY,
                 cap: config.retry_cap.max(FIRST_RETRY),
             },
-            broker: format!("{}:{}", config.broker.host, config.broker.port),
+            brokers: config
+                .brokers()
+                .iter()
+                .map(|b| format!("{}:{}", b.host, b.port))
+                .collect(),
         },
         outbox,
     );
@@ -249,12 +272,8 @@ fn start_with_outbox(
     ))
 }
 
-fn mqtt_options(config: &MqttConfig) -> Result<MqttOptions, PublishError> {
-    let mut o = MqttOptions::new(
-        config.client_id.clone(),
-        config.broker.host.clone(),
-        config.broker.port,
-    );
+fn mqtt_options(config: &MqttConfig, broker: &BrokerUrl) -> Result<MqttOptions, PublishError> {
+    let mut o = MqttOptions::new(config.client_id.clone(), broker.host.clone(), broker.port);
     // Keep-alive below 1 s is refused by rumqttc (a panic); 0 turns pings off.
     let keep_alive = if config.keep_alive.is_zero() {
         Duration::ZERO
@@ -281,7 +300,7 @@ fn mqtt_options(config: &MqttConfig) -> Result<MqttOptions, PublishError> {
             .unwrap_or_default();
         o.set_credentials(user.clone(), password);
     }
-    if config.broker.tls {
+    if broker.tls {
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(tls_config(&config.tls)?),
         )));
@@ -379,7 +398,8 @@ struct Connection {
 
 struct MqttTask {
     delivery: Delivery,
-    options: MqttOptions,
+    /// One per broker, in delivery's order.
+    options: Vec<MqttOptions>,
     commands: mpsc::UnboundedReceiver<Publication>,
     commands_open: bool,
     conn: Option<Connection>,
@@ -450,7 +470,7 @@ impl MqttTask {
     fn carry_out(&mut self) {
         while let Some(t) = self.delivery.poll_transmit() {
             match t {
-                Transmit::Connect => self.connect(),
+                Transmit::Connect { broker } => self.connect(broker),
                 Transmit::Publish(m) => {
                     let handed = self.conn.as_ref().is_some_and(|c| {
                         c.client
@@ -472,12 +492,13 @@ impl MqttTask {
         }
     }
 
-    fn connect(&mut self) {
+    fn connect(&mut self, broker: usize) {
         if let Some(old) = self.conn.take() {
             old.task.abort();
         }
         self.generation += 1;
-        let (client, eventloop) = AsyncClient::new(self.options.clone(), MAX_REQUESTS + 2);
+        let options = self.options[broker].clone();
+        let (client, eventloop) = AsyncClient::new(options, MAX_REQUESTS + 2);
         let task = tokio::spawn(drive_connection(
             self.generation,
             eventloop,
@@ -688,6 +709,7 @@ mod tests {
                 port: 1,
                 tls: false,
             },
+            more_brokers: vec![],
             tls: TlsFiles::default(),
             client_id: "sml-t".into(),
             user: None,
@@ -909,6 +931,7 @@ mod tests {
                 port,
                 tls: false,
             },
+            more_brokers: vec![],
             tls: TlsFiles::default(),
             client_id: "sml-stuck".into(),
             user: None,

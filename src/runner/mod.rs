@@ -16,6 +16,7 @@ engine slows the links, it does not grow memory). Nothing polls.
 */
 
 pub mod meter_task;
+pub mod shard;
 pub mod warn_limit;
 
 use std::collections::{BTreeSet, HashMap};
@@ -222,8 +223,19 @@ pub async fn run_with(
     frontends: Frontends,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
+    run_shard(config, frontends, None, shutdown).await
+}
+
+/// [`run_with`] for the meters of one `--shard` only ([`shard`]): the engine keeps the whole script,
+/// links are started for the kept meters alone.
+pub async fn run_shard(
+    config: RunConfig,
+    frontends: Frontends,
+    shard: Option<shard::Shard>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunReport, RunError> {
     // No reloads: the sender is gone at once.
-    run_reloadable(config, frontends, shutdown, mpsc::channel(1).1).await
+    run_reloadable(config, frontends, shard, shutdown, mpsc::channel(1).1).await
 }
 
 /// The meter tasks of one script, started at the start and again on each reload.
@@ -239,12 +251,14 @@ struct Meters {
 }
 
 impl Meters {
-    fn start(config: &RunConfig, decoders: &DecoderFactory) -> Meters {
+    fn start(config: &RunConfig, decoders: &DecoderFactory, shard: Option<shard::Shard>) -> Meters {
         let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
         let mut drivers = JoinSet::new();
         let mut task_meter = HashMap::new();
         let mut commands = HashMap::new();
-        let bindings = with_script_addresses(&config.script, &config.bindings);
+        let running = shard::running(&config.script, shard);
+        let bindings = with_script_addresses(&running, &config.bindings);
+        drop(running);
         for b in &bindings {
             let meter = Arc::new(
                 config
@@ -296,8 +310,13 @@ fn start_engine(
     config: &RunConfig,
     user_rhai: Option<crate::hooks::user::UserRhai>,
     mqtt: bool,
+    shard: Option<shard::Shard>,
 ) -> Engine {
     let mut engine = Engine::new(&config.script, config.engine, Instant::now());
+    if let Some(s) = shard {
+        let elsewhere = config.script.meters.iter().map(|m| m.index);
+        engine.set_meters_elsewhere(elsewhere.filter(|&m| !s.keeps(m)).collect());
+    }
     if let Some(user) = user_rhai {
         engine.set_user_rhai(user);
     }
@@ -341,10 +360,15 @@ fn service_status(engine: &Engine, earlier: EngineStats, meters: usize) -> Strin
 pub async fn run_reloadable(
     mut config: RunConfig,
     frontends: Frontends,
+    shard: Option<shard::Shard>,
     shutdown: impl Future<Output = ()>,
     mut reloads: mpsc::Receiver<RunConfig>,
 ) -> Result<RunReport, RunError> {
-    check_bindings(&config.script, &config.bindings, &config.decoders)?;
+    check_bindings(
+        &shard::running(&config.script, shard),
+        &config.bindings,
+        &config.decoders,
+    )?;
     let live = frontends.http.as_ref().map(|_| {
         Arc::new(Mutex::new(Live::new(
             &config.script,
@@ -361,12 +385,12 @@ pub async fn run_reloadable(
         Some(path) => Some(crate::hooks::user::UserRhai::load(path)?),
         None => None,
     };
-    let mut meters = Meters::start(&config, &decoders);
+    let mut meters = Meters::start(&config, &decoders, shard);
     let mqtt_sink = matches!(
         config.sink,
         SinkConfig::Mqtt(_) | SinkConfig::Influx { mqtt: Some(_), .. }
     );
-    let mut engine = start_engine(&config, user_rhai, mqtt_sink);
+    let mut engine = start_engine(&config, user_rhai, mqtt_sink, shard);
     let mut discovery_broker = None;
     let mut influx_task: Option<InfluxTask> = None;
     let mut actions = ActionLog {
@@ -468,7 +492,7 @@ pub async fn run_reloadable(
                 }
                 Some(next) = reloads.recv() => {
                     // What can still refuse the new configuration, before the old one stops.
-                    let checked = check_bindings(&next.script, &next.bindings, &next.decoders)
+                    let checked = check_bindings(&shard::running(&next.script, shard), &next.bindings, &next.decoders)
                         .and_then(|()| match &next.hooks.user_rhai {
                             Some(path) => Ok(Some(crate::hooks::user::UserRhai::load(path)?)),
                             None => Ok(None),
@@ -502,9 +526,9 @@ pub async fn run_reloadable(
                         }
                         None => config.decoders.clone(),
                     };
-                    meters = Meters::start(&config, &decoders);
+                    meters = Meters::start(&config, &decoders, shard);
                     actions.meters = std::mem::take(&mut meters.commands);
-                    engine = start_engine(&config, next_rhai, mqtt_sink);
+                    engine = start_engine(&config, next_rhai, mqtt_sink, shard);
                     if *connected.borrow() {
                         engine.handle_connected(Instant::now());
                     }

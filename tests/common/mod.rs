@@ -332,6 +332,7 @@ pub fn mqtt_config(port: u16, topic: &str) -> sml::publish::mqtt::MqttConfig {
             port,
             tls: false,
         },
+        more_brokers: vec![],
         tls: TlsFiles::default(),
         client_id: format!("sml-{topic}"),
         user: None,
