@@ -25,6 +25,8 @@ use crate::script::model::{Decoding, Meter, MeterIndex, Metric, ValueSpec, VbusP
 
 use frame::{Frame, Framer, FRAME_LEN};
 
+pub use crate::decode::MAX_QUEUED_EVENTS;
+
 /// A quiet line for this long ends a partial telegram (controllers send theirs in one burst).
 pub const SILENCE: Duration = Duration::from_millis(500);
 
