@@ -11,6 +11,7 @@ and within it:
 - `b`: byte `N % 4`;
 - `t`: a word as `w`, minutes since midnight, published as text `hh:mm` on a `@#` line;
 - `u`/`s`: unsigned or signed (two's complement of the word or byte).
+
 `bx:` publishes bit x of the value. Tasmota reads 0 from a frame with a bad checksum; here a
 damaged telegram is rejected whole and publishes nothing.
 */
