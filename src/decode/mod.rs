@@ -22,6 +22,7 @@ pub mod obis;
 pub mod pzem;
 pub mod request;
 pub mod sml;
+pub mod vbus;
 
 use crate::script::model::MeterIndex;
 use std::time::Instant;
@@ -214,6 +215,8 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
         Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
+        Decoding::Kamstrup(_) => Ok(Box::new(kamstrup::KamstrupDecoder::new(meter))),
+        Decoding::Vbus(_) => Ok(Box::new(vbus::VbusDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),

@@ -441,6 +441,8 @@ pub struct VbusPattern {
     pub word: bool,
     /// `t`: a time word (minutes since midnight), shown as `hh:mm`.
     pub time: bool,
+    /// `bx:`: bit x of the value (the relay and error bits of a solar controller).
+    pub bit: Option<u8>,
 }
 
 /// `c` meters: which value of the counter a line publishes.

@@ -547,6 +547,7 @@ pub fn parse_vbus_pattern(text: &str) -> Result<VbusPattern, SyntaxError> {
         signed: false,
         word: false,
         time: false,
+        bit: None,
     };
     for p in pairs.next().unwrap().into_inner() {
         match p.as_rule() {
@@ -705,7 +706,8 @@ mod tests {
                 offset: 12,
                 signed: true,
                 word: true,
-                time: false
+                time: false,
+                bit: None
             }
         );
     }

@@ -12,8 +12,9 @@ extractors, and so the extractors are tested once, against Tasmota's byte orders
 - `FFffFFff` is a big-endian float with its two words swapped (`cp[2] cp[3] cp[0] cp[1]`).
 - `bcdN` reads N digits, least significant byte first, high nibble the tens of each byte (M-Bus
   order); a nibble above 9 is no number, so nothing is read (Tasmota would add it in as 10..15).
-- `kstr` reads a Kamstrup register record without moving on; like Tasmota, only a positive exponent
-  is applied (scripts divide by the negative one themselves with `@iN:100`).
+- `kstr` reads a Kamstrup register record without moving on. Its exponent is applied whatever its
+  sign; Tasmota applies only a positive one, so its scripts divide by the negative one themselves
+  (`@iN:100`) and must drop that divisor here.
 - With several extractors on one line, the last one gives the value, as in Tasmota.
 - A float that is NaN or infinite reads nothing (Tasmota would publish `nan`, which is no JSON).
 
@@ -194,7 +195,7 @@ fn u64_at(b: &[u8], big_endian: bool) -> u64 {
     (u64::from(u32_at(&b[..4], big_endian)) << 32) | u64::from(u32_at(&b[4..8], big_endian))
 }
 
-/// A Kamstrup register record at `at`: `[id] [len] [exp] [mantissa: len bytes, big endian]`.
+/// A Kamstrup register record at `at`: `[unit] [len] [exp] [mantissa: len bytes, big endian]`.
 /// Exponent bits 0..5 its size, bit 6 negative exponent, bit 7 negative value.
 fn kamstrup(frame: &[u8], at: usize) -> Result<f64, NoMatch> {
     let head = take(frame, at, 3)?;
@@ -203,15 +204,20 @@ fn kamstrup(frame: &[u8], at: usize) -> Result<f64, NoMatch> {
     let mantissa = take(frame, at + 3, len)?
         .iter()
         .fold(0u64, |m, b| (m << 8) | u64::from(*b)) as f64;
-    let mut factor = 1.0;
-    if exp & 0x40 == 0 {
-        // Tasmota applies only positive exponents.
-        factor = 10f64.powi(i32::from(exp & 0x3f));
-    }
-    if exp & 0x80 != 0 {
-        factor = -factor;
-    }
-    Ok(mantissa * factor)
+    let power = 10f64.powi(i32::from(exp & 0x3f));
+    // Bit 6: a negative exponent (Tasmota ignores it and reads the bare mantissa). Dividing keeps
+    // 1234e-2 at 12.34, where multiplying by 0.01 would not.
+    let magnitude = if exp & 0x40 != 0 {
+        mantissa / power
+    } else {
+        mantissa * power
+    };
+    // Bit 7: a negative value.
+    Ok(if exp & 0x80 != 0 {
+        -magnitude
+    } else {
+        magnitude
+    })
 }
 
 #[cfg(test)]

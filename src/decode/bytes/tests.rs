@@ -102,11 +102,13 @@ fn a_bcd_nibble_above_nine_reads_nothing() {
 }
 
 #[test]
-fn kamstrup_records_apply_positive_exponents_only() {
-    // id 003C, 4 mantissa bytes, exponent +1: 1234 * 10.
+fn kamstrup_records_apply_their_exponent_negative_ones_too() {
+    // Unit 3C, 4 mantissa bytes, exponent +1: 1234 * 10.
     assert_eq!(value("kstr", &[0x3c, 4, 0x01, 0, 0, 0x04, 0xd2]), 12340.0);
-    // Exponent -2 (0x42) is left to the script's divisor, as in Tasmota.
-    assert_eq!(value("kstr", &[0x3c, 4, 0x42, 0, 0, 0x04, 0xd2]), 1234.0);
+    // Exponent -2 (0x42): 12.34, where Tasmota reads 1234 and leaves it to the script's divisor.
+    assert_eq!(value("kstr", &[0x3c, 4, 0x42, 0, 0, 0x04, 0xd2]), 12.34);
+    // Both signs: -12.34.
+    assert_eq!(value("kstr", &[0x3c, 4, 0xc2, 0, 0, 0x04, 0xd2]), -12.34);
     // Bit 7: a negative value.
     assert_eq!(value("kstr", &[0x3c, 1, 0x80, 7]), -7.0);
 }

@@ -351,7 +351,10 @@ impl MeterLowering<'_, '_> {
             }
             'v' => {
                 let pattern = match parse::parse_vbus_pattern(m.decoder.v) {
-                    Ok(p) => p,
+                    Ok(p) => VbusPattern {
+                        bit: selectors.bit,
+                        ..p
+                    },
                     Err(e) => return self.decoder_error(cx, m.decoder, e),
                 };
                 if let Decoding::Vbus(v) = &mut self.builder(meter).meter.decoding {
