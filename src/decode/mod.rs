@@ -16,6 +16,7 @@ only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod bytes;
+pub mod ebus;
 pub mod kamstrup;
 pub mod modbus;
 pub mod obis;
@@ -214,6 +215,7 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
         Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
+        Decoding::Ebus(_) => Ok(Box::new(ebus::EbusDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
