@@ -24,7 +24,7 @@ use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::decode::{DecodeError, DecodeEvent, DecodeStats, Decoder, Reading, Telegram, Value};
+use crate::decode::{DecodeEvent, DecodeStats, Decoder, Reading, Telegram, Value};
 use crate::script::model::{BytePattern, Decoding, Meter, MeterIndex, Metric, ValueSpec};
 
 use frame::{Frame, Framer, Kind};

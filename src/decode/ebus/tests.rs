@@ -4,6 +4,7 @@
 
 use super::frame::{crc8, crc8_unescaped, escape, SYN};
 use super::*;
+use crate::decode::DecodeError;
 use crate::script::model::Script;
 use proptest::prelude::*;
 
