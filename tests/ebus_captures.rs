@@ -109,12 +109,15 @@ fn every_ebus_capture_decodes_and_reproduces_its_expected_values() {
         let bytes = std::fs::read(bin).unwrap();
         let name = bin.file_name().unwrap().to_string_lossy().to_string();
         // Every telegram counts, whatever a line reads from it.
-        let (_, telegrams, errors) = decode(">D\n>M 1\n+1,3,e,0,2400,B\n1,uu@1,QQ,,qq,0\n#\n", &bytes);
+        let (_, telegrams, errors) =
+            decode(">D\n>M 1\n+1,3,e,0,2400,B\n1,uu@1,QQ,,qq,0\n#\n", &bytes);
         let excepted = exceptions.iter().any(|(f, _)| *f == name);
         match (telegrams == 1 && errors.is_empty(), excepted) {
             (true, false) => valid += 1,
             (false, true) => {}
-            (true, true) => failures.push(format!("{name} decodes now: remove it from the exceptions")),
+            (true, true) => {
+                failures.push(format!("{name} decodes now: remove it from the exceptions"))
+            }
             (false, false) => failures.push(format!("{name}: {telegrams} telegrams, {errors:?}")),
         }
 
