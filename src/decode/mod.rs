@@ -216,6 +216,7 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
         Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
         Decoding::Ebus(_) => Ok(Box::new(ebus::EbusDecoder::new(meter))),
+        Decoding::Pzem(_) => Ok(Box::new(pzem::PzemDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
