@@ -241,3 +241,25 @@ fn a_replayed_ebus_capture_publishes_every_telegram_then_ends() {
         ]
     );
 }
+
+#[test]
+fn the_wolf_values_reach_the_broker_on_the_sensor_topic() {
+    let broker = free_port();
+    start_broker(broker);
+    let seen = subscribe(broker, "home1/#");
+    let (master, path) = pty();
+    let stop = Arc::new(AtomicBool::new(false));
+    let bus = serve_pty(master, Wolf::default(), stop.clone(), |_, t| t);
+    let (mut cfg, _) = config(serial(path));
+    cfg.sink = sml::runner::SinkConfig::Mqtt(Box::new(mqtt_config(broker, "wolf")));
+    let run = start_sml(cfg);
+    // The first telegram of a cycle is the heater's broadcast.
+    let s = next_on(&seen, "home1/tele/wolf/SENSOR", Duration::from_secs(20));
+    run.stop();
+    stop.store(true, Ordering::Relaxed);
+    bus.join().unwrap();
+    assert_eq!(
+        without_time(&s.payload),
+        r#"{"Time":"T","EBUS":{"Outsidetemp":-5,"Warmwater":48,"Boiler":55,"Returns":40,"Status":1,"Burner":1}}"#
+    );
+}
