@@ -373,6 +373,12 @@ pub fn check(raw: &[u8], base: u64) -> Result<Telegram, DecodeError> {
                     }
                 }
             }
+            Some(&NAK) => {
+                return Err(malformed(
+                    i_end,
+                    "the receiver refused the repeated master part too (a second NAK)".into(),
+                ))
+            }
             Some(&other) => {
                 return Err(malformed(
                     i_end,

@@ -447,3 +447,23 @@ fn explain_lists_each_part() {
     );
     assert_eq!(lines[3], "  ACK 00");
 }
+
+#[test]
+fn a_master_part_refused_twice_publishes_nothing() {
+    let good = master(
+        0x70,
+        0x51,
+        0x50,
+        0x14,
+        &[0x41, 0x00, 0x05, 0x00, 0x17, 0x00, 0x5A],
+    );
+    let mut t = good.clone();
+    t.push(0xFF);
+    t.extend(&good);
+    t.push(0xFF);
+    let mut d = decoder(WOLF);
+    d.handle_bytes(Instant::now(), &on_bus(&t));
+    let events = drain(&mut d);
+    assert!(values(&events).is_empty());
+    assert!(errors(&events)[0].to_string().contains("second NAK"));
+}
