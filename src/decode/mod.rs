@@ -16,6 +16,7 @@ only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod bytes;
+pub mod ebus;
 pub mod kamstrup;
 pub mod modbus;
 pub mod obis;
@@ -217,6 +218,8 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
         Decoding::Kamstrup(_) => Ok(Box::new(kamstrup::KamstrupDecoder::new(meter))),
         Decoding::Vbus(_) => Ok(Box::new(vbus::VbusDecoder::new(meter))),
+        Decoding::Ebus(_) => Ok(Box::new(ebus::EbusDecoder::new(meter))),
+        Decoding::Pzem(_) => Ok(Box::new(pzem::PzemDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
