@@ -74,6 +74,7 @@ impl Warning {
             Warning::Rejected(RejectKind::Truncated) => "truncated telegrams rejected",
             Warning::Rejected(RejectKind::TooLong) => "overlong telegrams rejected",
             Warning::Rejected(RejectKind::Malformed) => "malformed telegrams rejected",
+            Warning::Rejected(RejectKind::NoAnswer) => "requests unanswered",
         }
     }
 }
@@ -323,6 +324,18 @@ impl LinkDriver {
                     return (Ending::Dropped(format!("write: {e}")), got_bytes);
                 }
             }
+            // After the transmits: the link sends what was written at the old speed first.
+            while let Some(change) = can_ask.then(|| decoder.poll_framing()).flatten() {
+                match link.set_framing(change.baud, None).await {
+                    Ok(_) => debug!("{}: now {} baud for the meter's protocol", self.label(), change.baud),
+                    Err(e) => {
+                        return (
+                            Ending::Dropped(format!("setting {} baud: {e}", change.baud)),
+                            got_bytes,
+                        )
+                    }
+                }
+            }
             let deadline = decoder.poll_timeout().map(TokioInstant::from_std);
             let counts_due = state.warnings.poll_timeout().map(TokioInstant::from_std);
             tokio::select! {
@@ -396,6 +409,21 @@ impl LinkDriver {
                         "{}: skipped {bytes} bytes looking for a telegram",
                         self.label()
                     )
+                }
+                DecodeEvent::Error(e @ crate::decode::DecodeError::NoAnswer { .. }) => {
+                    if state
+                        .warnings
+                        .handle_warning(Instant::now(), Warning::Rejected(e.kind()))
+                    {
+                        warn!(
+                            "{}: {e}; asking again later ({} unanswered so far; repeats are \
+                             counted, not logged, for a minute)",
+                            self.label(),
+                            decoder.stats().unanswered,
+                        );
+                    } else {
+                        debug!("{}: {e}", self.label());
+                    }
                 }
                 DecodeEvent::Error(e) => {
                     if state
