@@ -327,7 +327,11 @@ impl LinkDriver {
             // After the transmits: the link sends what was written at the old speed first.
             while let Some(change) = can_ask.then(|| decoder.poll_framing()).flatten() {
                 match link.set_framing(change.baud, None).await {
-                    Ok(_) => debug!("{}: now {} baud for the meter's protocol", self.label(), change.baud),
+                    Ok(_) => debug!(
+                        "{}: now {} baud for the meter's protocol",
+                        self.label(),
+                        change.baud
+                    ),
                     Err(e) => {
                         return (
                             Ending::Dropped(format!("setting {} baud: {e}", change.baud)),

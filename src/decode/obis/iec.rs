@@ -427,9 +427,91 @@ mod tests {
         // The readout never ends: a silence ends the cycle, and the sign-on waits for 300 baud.
         let late = t0 + READOUT_SILENCE;
         m.handle_timeout(late);
-        assert!(m.poll_error().is_none(), "a readout cut short is the framer's");
+        assert!(
+            m.poll_error().is_none(),
+            "a readout cut short is the framer's"
+        );
         assert_eq!(m.poll_transmit(late), None);
         assert_eq!(m.poll_framing(), Some(FramingChange { baud: 300 }));
         assert_eq!(m.poll_transmit(late), Some(SIGN_ON.to_vec()));
+    }
+
+    /// A readout `STX body ETX BCC`, with the BCC right or not.
+    fn readout(body: &str, good_bcc: bool) -> Vec<u8> {
+        let mut out = vec![0x02];
+        out.extend_from_slice(body.as_bytes());
+        out.push(0x03);
+        let bcc = crate::decode::obis::check::bcc(&out[1..]);
+        out.push(if good_bcc { bcc } else { bcc ^ 0x55 });
+        out
+    }
+
+    /// The whole exchange through the `o` decoder: sign-on, identification, ACK, switch, readout.
+    fn one_cycle(
+        good_bcc: bool,
+    ) -> (
+        crate::decode::obis::ObisDecoder,
+        Vec<crate::decode::DecodeEvent>,
+    ) {
+        use crate::decode::Decoder;
+        let m = meter("+1,3,o,0,300,M,1,100,2F3F210D0A,063035300D0A");
+        let mut d = crate::decode::obis::ObisDecoder::new(&m);
+        assert!(d.is_mode_c());
+        let t0 = Instant::now();
+        assert_eq!(d.poll_transmit(t0), Some(even_parity(SIGN_ON)));
+        d.handle_bytes(t0 + ms(10), &even_parity(b"/?!\r\n")); // the head's echo
+        d.handle_bytes(t0 + ms(400), &even_parity(b"/ISK5MT174-0001\r\n"));
+        assert_eq!(d.poll_transmit(t0 + ms(400)).unwrap()[2] & 0x7f, b'5');
+        assert_eq!(d.poll_framing(), Some(FramingChange { baud: 9600 }));
+        let data = readout("1-0:1.8.0(001234.567*kWh)\r\n!\r\n", good_bcc);
+        d.handle_bytes(t0 + ms(1500), &even_parity(&data));
+        let events = std::iter::from_fn(|| d.poll_event()).collect();
+        assert_eq!(
+            d.poll_framing(),
+            Some(FramingChange { baud: 300 }),
+            "back to 300 after the readout"
+        );
+        (d, events)
+    }
+
+    #[test]
+    fn a_mode_c_readout_with_a_good_bcc_publishes_its_values() {
+        use crate::decode::{DecodeEvent, Value};
+        let (_, events) = one_cycle(true);
+        let values: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                DecodeEvent::Telegram(t) => Some(t.readings[0].value.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(values, [Value::Number(1234.567)]);
+    }
+
+    #[test]
+    fn a_mode_c_readout_with_a_bad_bcc_publishes_nothing_and_is_counted() {
+        use crate::decode::{DecodeEvent, Decoder};
+        let (d, events) = one_cycle(false);
+        assert!(
+            !events.iter().any(|e| matches!(e, DecodeEvent::Telegram(_))),
+            "{events:?}"
+        );
+        assert_eq!(d.stats().crc_errors, 1);
+    }
+
+    #[test]
+    fn a_silent_meter_is_one_no_answer_event_through_the_decoder() {
+        use crate::decode::{DecodeError, DecodeEvent, Decoder};
+        let m = meter("+1,3,o,0,300,M,1,100,2F3F210D0A");
+        let mut d = crate::decode::obis::ObisDecoder::new(&m);
+        let t0 = Instant::now();
+        assert!(d.poll_transmit(t0).is_some());
+        let deadline = d.poll_timeout().unwrap();
+        d.handle_timeout(deadline);
+        assert!(matches!(
+            d.poll_event(),
+            Some(DecodeEvent::Error(DecodeError::NoAnswer { .. }))
+        ));
+        assert_eq!((d.stats().unanswered, d.stats().rejections()), (1, 0));
     }
 }

@@ -59,8 +59,11 @@ impl ObisDecoder {
             Some(_) => RequestSchedule::from_wire(Vec::new(), 0),
             None => RequestSchedule::new(meter),
         };
-        let mut decoder =
-            ObisDecoder::with_framer(Matcher::new(metrics, line_mode), Framer::default(), requests);
+        let mut decoder = ObisDecoder::with_framer(
+            Matcher::new(metrics, line_mode),
+            Framer::default(),
+            requests,
+        );
         decoder.mode_c = mode_c;
         decoder
     }
