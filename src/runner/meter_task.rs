@@ -324,8 +324,9 @@ impl LinkDriver {
                     return (Ending::Dropped(format!("write: {e}")), got_bytes);
                 }
             }
-            // After the transmits: the link sends what was written at the old speed first.
-            while let Some(change) = can_ask.then(|| decoder.poll_framing()).flatten() {
+            // After the transmits: the link sends what was written at the old speed first. A
+            // request may wait for the change (a sign-on must leave at 300 baud): poll again.
+            if let Some(change) = can_ask.then(|| decoder.poll_framing()).flatten() {
                 match link.set_framing(change.baud, None).await {
                     Ok(_) => debug!(
                         "{}: now {} baud for the meter's protocol",
@@ -339,6 +340,7 @@ impl LinkDriver {
                         )
                     }
                 }
+                continue;
             }
             let deadline = decoder.poll_timeout().map(TokioInstant::from_std);
             let counts_due = state.warnings.poll_timeout().map(TokioInstant::from_std);

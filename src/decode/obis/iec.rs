@@ -123,7 +123,11 @@ impl ModeC {
             .so2_flags
             .is_none_or(|f| f & NO_PARITY_FLAG == 0);
         let period = Duration::from_millis(u64::from(meter.requests.period_ms.max(100)));
-        Some(ModeC::new(cap, period, parity))
+        let mut mode_c = ModeC::new(cap, period, parity);
+        // A handshake made afresh (`sensor53 r`, a reopened link) cannot know what speed the last
+        // one left the line at: it sets 300 baud before its first sign-on.
+        mode_c.framing = Some(FramingChange { baud: START_BAUD });
+        Some(mode_c)
     }
 
     /// A handshake allowing baud character `cap`, a sign-on every `period`.
@@ -458,6 +462,8 @@ mod tests {
         let mut d = crate::decode::obis::ObisDecoder::new(&m);
         assert!(d.is_mode_c());
         let t0 = Instant::now();
+        assert_eq!(d.poll_transmit(t0), None, "not before the line is at 300 baud");
+        assert_eq!(d.poll_framing(), Some(FramingChange { baud: 300 }));
         assert_eq!(d.poll_transmit(t0), Some(even_parity(SIGN_ON)));
         d.handle_bytes(t0 + ms(10), &even_parity(b"/?!\r\n")); // the head's echo
         d.handle_bytes(t0 + ms(400), &even_parity(b"/ISK5MT174-0001\r\n"));
@@ -505,6 +511,7 @@ mod tests {
         let m = meter("+1,3,o,0,300,M,1,100,2F3F210D0A");
         let mut d = crate::decode::obis::ObisDecoder::new(&m);
         let t0 = Instant::now();
+        d.poll_framing();
         assert!(d.poll_transmit(t0).is_some());
         let deadline = d.poll_timeout().unwrap();
         d.handle_timeout(deadline);
