@@ -462,7 +462,11 @@ mod tests {
         let mut d = crate::decode::obis::ObisDecoder::new(&m);
         assert!(d.is_mode_c());
         let t0 = Instant::now();
-        assert_eq!(d.poll_transmit(t0), None, "not before the line is at 300 baud");
+        assert_eq!(
+            d.poll_transmit(t0),
+            None,
+            "not before the line is at 300 baud"
+        );
         assert_eq!(d.poll_framing(), Some(FramingChange { baud: 300 }));
         assert_eq!(d.poll_transmit(t0), Some(even_parity(SIGN_ON)));
         d.handle_bytes(t0 + ms(10), &even_parity(b"/?!\r\n")); // the head's echo
