@@ -206,6 +206,14 @@ pub trait Decoder: Send {
     fn poll_framing(&mut self) -> Option<obis::iec::FramingChange> {
         None
     }
+    /// `sml(m 3 svar)`: a one-off request from the script (a Modbus write, a single read). A
+    /// decoder that schedules its own requests keeps it, sends it through
+    /// [`Decoder::poll_transmit`] between its polls and matches the reply to it, not to a poll
+    /// block (returns `None`); any other hands the bytes back to be sent now, as written (the
+    /// default).
+    fn queue_request(&mut self, request: &crate::script::model::RequestBlock) -> Option<Vec<u8>> {
+        Some(request.bytes.clone())
+    }
     /// When the decoder next wants [`Decoder::handle_timeout`] or [`Decoder::poll_transmit`].
     fn poll_timeout(&self) -> Option<Instant> {
         None

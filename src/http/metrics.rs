@@ -171,6 +171,10 @@ impl Decoder for Counting {
         self.inner.poll_transmit(now)
     }
 
+    fn queue_request(&mut self, request: &crate::script::model::RequestBlock) -> Option<Vec<u8>> {
+        self.inner.queue_request(request)
+    }
+
     fn poll_framing(&mut self) -> Option<crate::decode::obis::iec::FramingChange> {
         self.inner.poll_framing()
     }
