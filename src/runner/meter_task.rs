@@ -91,6 +91,9 @@ pub enum MeterCommand {
     },
     /// `sml(m 1 "hex")`: these bytes, as they are.
     Send(Vec<u8>),
+    /// `sml(m 3 svar)`: a one-off request for the decoder to send between its own
+    /// ([`Decoder::queue_request`]); a decoder that sends none of its own has it sent now.
+    Queue(crate::script::model::RequestBlock),
     /// `sensor53 d<m>`: log the meter's raw bytes, in hex, as they arrive (`false`: stop).
     DumpRaw(bool),
 }
@@ -387,6 +390,14 @@ impl LinkDriver {
                         Err(e) => return (Ending::Dropped(format!("setting {baud} baud: {e}")), got_bytes),
                     },
                     MeterCommand::DumpRaw(on) => state.dump_raw = on,
+                    MeterCommand::Queue(request) => {
+                        if let Some(bytes) = decoder.queue_request(&request) {
+                            debug!("{}: sending {} queued bytes for the script", self.label(), bytes.len());
+                            if let Err(e) = link.write_all(&bytes).await {
+                                return (Ending::Dropped(format!("write: {e}")), got_bytes);
+                            }
+                        }
+                    }
                     MeterCommand::Send(bytes) => {
                         debug!("{}: sending {} bytes for the script", self.label(), bytes.len());
                         if let Err(e) = link.write_all(&bytes).await {

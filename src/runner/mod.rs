@@ -555,6 +555,10 @@ impl ActionLog {
                 HookAction::Link(HostCommand::Send { meter, bytes }) => {
                     self.send_to_meter_number(meter, MeterCommand::Send(bytes))
                 }
+                HookAction::Link(HostCommand::Queue { meter, text }) => match queued_request(&text) {
+                    Ok(request) => self.send_to_meter_number(meter, MeterCommand::Queue(request)),
+                    Err(why) => self.once(format!("sml({meter} 3 \"{text}\"): {why}; not sent")),
+                },
                 HookAction::Link(other) => self.once(format!(
                     "{other:?}: not supported off the ESP yet; ignored"
                 )),
@@ -606,6 +610,25 @@ impl ActionLog {
             warn!("{text}");
         }
     }
+}
+
+/// `sml(m 3 svar)`'s string read as Tasmota reads it (`SML_Send_Seq`): an optional `r` (Modbus: no
+/// register count appended), then hex pairs up to a comma or the end; a lone final nibble is dropped.
+/// Unlike Tasmota (which sends a non-hex character as nibble 0) a character that is not hex refuses
+/// the request: a wrong Modbus write is worse than none.
+fn queued_request(text: &str) -> Result<crate::script::model::RequestBlock, String> {
+    let text = text.trim();
+    let (raw, digits) = match text.strip_prefix('r') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let digits = digits.split(',').next().unwrap_or_default().as_bytes();
+    let even = &digits[..digits.len() - digits.len() % 2];
+    let bytes = crate::hex::decode(even).map_err(|e| e.to_string())?;
+    if bytes.is_empty() {
+        return Err("no request bytes".into());
+    }
+    Ok(crate::script::model::RequestBlock { raw, bytes })
 }
 
 /// A task that did not finish: its panic message, or that it was cancelled.
