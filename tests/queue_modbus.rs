@@ -80,10 +80,9 @@ fn a_write_queued_in_s_reaches_the_slave_between_polls_and_publishes_nothing_wro
     });
     let write = with_crc(vec![0x01, 0x06, 0x00, 0x03, 0x00, 0x42]);
     let polls_after_write = |answered: &[Vec<u8>]| {
-        answered
-            .iter()
-            .position(|r| *r == write)
-            .map_or(0, |w| answered[w + 1..].iter().filter(|r| r[1] == 0x04).count())
+        answered.iter().position(|r| *r == write).map_or(0, |w| {
+            answered[w + 1..].iter().filter(|r| r[1] == 0x04).count()
+        })
     };
     let done = wait_for(Duration::from_secs(15), || {
         polls_after_write(&answered.lock().unwrap()) >= 3

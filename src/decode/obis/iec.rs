@@ -211,9 +211,11 @@ impl ModeC {
         };
     }
 
-    /// The framer finished a telegram (published or rejected): the cycle is over.
+    /// The framer finished a telegram (published or rejected): once the ACK is out, the cycle is
+    /// over. Before, it is an older telegram (a readout cut short, rejected when this cycle's
+    /// identification line starts the next one), which must not end this cycle.
     pub fn handle_telegram_end(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Readout | Phase::Acknowledge(_)) {
+        if self.phase == Phase::Readout {
             self.end_cycle(now, false);
         }
     }
@@ -524,5 +526,34 @@ mod tests {
             Some(DecodeEvent::Error(DecodeError::NoAnswer { .. }))
         ));
         assert_eq!((d.stats().unanswered, d.stats().rejections()), (1, 0));
+    }
+
+    #[test]
+    fn a_cut_readout_rejected_when_the_next_identification_comes_does_not_end_the_new_cycle() {
+        use crate::decode::{DecodeError, DecodeEvent, Decoder};
+        let m = meter("+1,3,o,0,300,M,1,100,2F3F210D0A,063035300D0A");
+        let mut d = crate::decode::obis::ObisDecoder::new(&m);
+        let t0 = Instant::now();
+        d.poll_framing();
+        d.poll_transmit(t0);
+        d.handle_bytes(t0, b"/ISK5MT174\r\n");
+        d.poll_transmit(t0);
+        d.poll_framing();
+        // The readout stops half way; the cycle ends on the silence.
+        d.handle_bytes(t0 + ms(500), b"\x021-0:1.8.0(0012.5*kWh)\r\n");
+        d.handle_timeout(t0 + ms(500) + READOUT_SILENCE);
+        assert_eq!(d.poll_framing(), Some(FramingChange { baud: 300 }));
+        let next = t0 + PERIOD;
+        assert!(d.poll_transmit(next).is_some());
+        // The next identification rejects the cut readout, and must still be acknowledged.
+        d.handle_bytes(next + ms(300), b"/ISK5MT174\r\n");
+        let events: Vec<_> = std::iter::from_fn(|| d.poll_event()).collect();
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, DecodeEvent::Error(DecodeError::Truncated { .. }))),
+            "{events:?}"
+        );
+        assert_eq!(d.poll_transmit(next + ms(300)).map(|a| a[0]), Some(0x06));
     }
 }
