@@ -133,6 +133,8 @@ struct TaskState {
     /// The speed and parity the script last set: a reopened port gets them again, as the ESP's
     /// port never lost them.
     framing: Option<(u32, Option<crate::script::model::Parity>)>,
+    /// "This link cannot change speed" was said for the protocol's speed changes.
+    fixed_speed_said: bool,
 }
 
 impl Drop for TaskState {
@@ -174,6 +176,7 @@ impl LinkDriver {
             commands,
             dump_raw: false,
             framing: None,
+            fixed_speed_said: false,
         };
         self.run_links(&mut state).await;
     }
@@ -331,11 +334,22 @@ impl LinkDriver {
             // request may wait for the change (a sign-on must leave at 300 baud): poll again.
             if let Some(change) = can_ask.then(|| decoder.poll_framing()).flatten() {
                 match link.set_framing(change.baud, None).await {
-                    Ok(_) => debug!(
+                    Ok(true) => debug!(
                         "{}: now {} baud for the meter's protocol",
                         self.label(),
                         change.baud
                     ),
+                    Ok(false) if !state.fixed_speed_said => {
+                        state.fixed_speed_said = true;
+                        warn!(
+                            "{}: the meter's protocol asks for {} baud, but this link cannot change \
+                             its speed (a TCP bridge): set the bridge's speed, or ask for no switch \
+                             (an IEC ACK block 063030300D0A)",
+                            self.label(),
+                            change.baud
+                        );
+                    }
+                    Ok(false) => {}
                     Err(e) => {
                         return (
                             Ending::Dropped(format!("setting {} baud: {e}", change.baud)),
