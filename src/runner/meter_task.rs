@@ -339,7 +339,10 @@ impl LinkDriver {
                         self.label(),
                         change.baud
                     ),
-                    Ok(false) if !state.fixed_speed_said => {
+                    // Back to the definition's own speed needs no change on a fixed link.
+                    Ok(false)
+                        if !state.fixed_speed_said && change.baud != self.meter.serial.baud =>
+                    {
                         state.fixed_speed_said = true;
                         warn!(
                             "{}: the meter's protocol asks for {} baud, but this link cannot change \
