@@ -645,3 +645,26 @@ fn join_failure(task: String, e: JoinError) -> RunError {
     };
     RunError::Panicked { task, message }
 }
+
+#[cfg(test)]
+mod queued_request_tests {
+    use super::queued_request;
+
+    #[test]
+    fn a_queued_string_is_read_as_tasmota_reads_it() {
+        let r = queued_request("r010600030042").unwrap();
+        assert!(r.raw);
+        assert_eq!(r.bytes, [0x01, 0x06, 0x00, 0x03, 0x00, 0x42]);
+        // Up to a comma; a lone final nibble dropped; no `r`: the register count is the decoder's.
+        let r = queued_request("0104000,ff").unwrap();
+        assert!(!r.raw);
+        assert_eq!(r.bytes, [0x01, 0x04, 0x00]);
+    }
+
+    #[test]
+    fn a_queued_string_that_is_not_hex_is_refused_saying_where() {
+        let e = queued_request("r0106zz").unwrap_err();
+        assert!(e.contains("'z'"), "{e}");
+        assert!(queued_request("").is_err());
+    }
+}
