@@ -102,7 +102,7 @@ pub struct ModeC {
 
 impl ModeC {
     /// The handshake, when the meter's definition asks for it (see the module doc); `None` for any
-    /// other meter. A Modbus TCP source cannot change speed, so it never qualifies.
+    /// other meter.
     pub fn for_meter(meter: &Meter) -> Option<ModeC> {
         if !matches!(meter.decoding, Decoding::Obis(_))
             || matches!(meter.source, MeterSource::ModbusTcp { .. })
@@ -190,8 +190,9 @@ impl ModeC {
 
     fn identification_line(&mut self, now: Instant) {
         let line = std::mem::take(&mut self.line);
-        // Our own sign-on echoed by a half-duplex head, or a line too short to be an identification.
-        if matches!(line.get(1), Some(b'?' | b'#')) || line.len() < 7 {
+        // Our own sign-on echoed by a half-duplex head, or a line that is no identification
+        // (`/`, three letters of the manufacturer, the baud character, something).
+        if line.len() < 7 || !line[1..4].iter().all(u8::is_ascii_alphabetic) {
             return;
         }
         let z = line[4];
