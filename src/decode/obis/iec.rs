@@ -557,4 +557,58 @@ mod tests {
         );
         assert_eq!(d.poll_transmit(next + ms(300)).map(|a| a[0]), Some(0x06));
     }
+
+    proptest::proptest! {
+        /// Whatever the meter sends, in whatever chunks and with whatever pauses, the handshake
+        /// never panics, never leaves the line at another speed when it signs on, and keeps asking.
+        #[test]
+        fn any_bytes_at_any_pace_keep_the_handshake_going(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40), 0u64..4000),
+                1..40,
+            ),
+            ident in proptest::prelude::any::<bool>(),
+        ) {
+            use crate::decode::Decoder;
+            let m = meter("+1,3,o,0,300,M,1,10,2F3F210D0A,063035300D0A");
+            let mut d = crate::decode::obis::ObisDecoder::new(&m);
+            let mut now = Instant::now();
+            let mut baud = 9600; // unknown to a fresh handshake
+            for (bytes, pause) in steps {
+                while let Some(sent) = d.poll_transmit(now) {
+                    if sent == even_parity(SIGN_ON) {
+                        proptest::prop_assert_eq!(baud, 300);
+                        if ident {
+                            d.handle_bytes(now, &even_parity(b"/ABC5X\r\n"));
+                        }
+                    }
+                    if let Some(f) = d.poll_framing() {
+                        baud = f.baud;
+                    }
+                }
+                if let Some(f) = d.poll_framing() {
+                    baud = f.baud;
+                    continue;
+                }
+                d.handle_bytes(now, &bytes);
+                while d.poll_event().is_some() {}
+                now += ms(pause);
+                if d.poll_timeout().is_some_and(|t| t <= now) {
+                    d.handle_timeout(now);
+                }
+            }
+            // Waiting out what the decoder waits for, a sign-on is always due again (at 300 baud).
+            for _ in 0..5 {
+                if let Some(t) = d.poll_timeout() {
+                    now = now.max(t);
+                    d.handle_timeout(now);
+                }
+                if let Some(f) = d.poll_framing() {
+                    baud = f.baud;
+                }
+            }
+            proptest::prop_assert_eq!(baud, 300);
+            proptest::prop_assert_eq!(d.poll_transmit(now), Some(even_parity(SIGN_ON)));
+        }
+    }
 }
