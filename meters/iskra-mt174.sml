@@ -2,7 +2,7 @@
 >B
 ->sensor53 r
 >M 1
-; Iskra MT174, IEC 62056-21 mode C on the optical port: asked with /?! every 10 s, ACK 0 0 0 keeps 300 baud
+; Iskra MT174, IEC 62056-21 mode C every 10 s, handshake run by sml (300 baud, /?! first); ACK block 000 reads at 300 baud, 063035300D0A at 9600
 +1,3,o,0,300,MT174,1,100,2F3F210D0A,063030300D0A
 1,1-0:0.0.0*255(@1,Meter number,,meter_no,0
 1,1-0:1.7.0*255(@1,Power,kW,power,3

@@ -221,6 +221,13 @@ impl<W: Write> Recording<W> {
                     return Ending::Failed(format!("sending a request: {e}"));
                 }
             }
+            // A speed change the protocol needs (IEC 62056-21 mode C), after what was sent.
+            if let Some(change) = can_ask.then(|| self.decoder.poll_framing()).flatten() {
+                if let Err(e) = link.set_framing(change.baud, None).await {
+                    return Ending::Failed(format!("setting {} baud: {e}", change.baud));
+                }
+                continue;
+            }
             let deadline = self
                 .decoder
                 .poll_timeout()

@@ -77,6 +77,9 @@ pub enum DecodeError {
     TooLong { limit: usize },
     #[error("malformed telegram at byte {offset}: {why}")]
     Malformed { offset: usize, why: String },
+    /// A meter that must be asked did not answer (IEC 62056-21 mode C: no identification line).
+    #[error("no answer: waited {waited_ms} ms for {what}")]
+    NoAnswer { waited_ms: u64, what: &'static str },
 }
 
 impl DecodeError {
@@ -88,6 +91,7 @@ impl DecodeError {
             DecodeError::Truncated { .. } => RejectKind::Truncated,
             DecodeError::TooLong { .. } => RejectKind::TooLong,
             DecodeError::Malformed { .. } => RejectKind::Malformed,
+            DecodeError::NoAnswer { .. } => RejectKind::NoAnswer,
         }
     }
 }
@@ -102,6 +106,7 @@ pub enum RejectKind {
     Truncated,
     TooLong,
     Malformed,
+    NoAnswer,
 }
 
 impl RejectKind {
@@ -113,6 +118,7 @@ impl RejectKind {
             RejectKind::Truncated => "truncated",
             RejectKind::TooLong => "too long",
             RejectKind::Malformed => "malformed",
+            RejectKind::NoAnswer => "no answer",
         }
     }
 }
@@ -135,6 +141,9 @@ pub struct DecodeStats {
     /// Frames accepted with a CRC variant other than the protocol's own (SML: X-25 byte-swapped or
     /// KERMIT, which some meters send).
     pub nonstandard_crc: u64,
+    /// Requests the meter did not answer (IEC 62056-21 mode C sign-ons); not telegrams, so not in
+    /// [`DecodeStats::rejections`].
+    pub unanswered: u64,
 }
 
 impl DecodeStats {
@@ -146,6 +155,7 @@ impl DecodeStats {
             RejectKind::Truncated | RejectKind::TooLong | RejectKind::Malformed => {
                 self.rejected += 1
             }
+            RejectKind::NoAnswer => self.unanswered += 1,
         }
     }
 
@@ -191,6 +201,20 @@ pub trait Decoder: Send {
     /// Bytes to send to the meter now, if any are due.
     fn poll_transmit(&mut self, _now: Instant) -> Option<Vec<u8>> {
         None
+    }
+    /// A change of the line's speed the protocol needs (IEC 62056-21 mode C: the baud its ACK
+    /// asked for, then back to 300 baud), to apply after what [`Decoder::poll_transmit`] gave has
+    /// left the port; call it after draining `poll_transmit`. Speed only: parity is the meter's.
+    fn poll_framing(&mut self) -> Option<obis::iec::FramingChange> {
+        None
+    }
+    /// `sml(m 3 svar)`: a one-off request from the script (a Modbus write, a single read). A
+    /// decoder that schedules its own requests keeps it, sends it through
+    /// [`Decoder::poll_transmit`] between its polls and matches the reply to it, not to a poll
+    /// block (returns `None`); any other hands the bytes back to be sent now, as written (the
+    /// default).
+    fn queue_request(&mut self, request: &crate::script::model::RequestBlock) -> Option<Vec<u8>> {
+        Some(request.bytes.clone())
     }
     /// When the decoder next wants [`Decoder::handle_timeout`] or [`Decoder::poll_transmit`].
     fn poll_timeout(&self) -> Option<Instant> {

@@ -159,6 +159,8 @@ impl Decoder for Counting {
                 DecodeError::Truncated { .. } => &c.truncated,
                 DecodeError::TooLong { .. } => &c.too_long,
                 DecodeError::Malformed { .. } => &c.malformed,
+                // Not a telegram: no rejection counter (the decoder's stats count it).
+                DecodeError::NoAnswer { .. } => return Some(ev),
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
@@ -167,6 +169,14 @@ impl Decoder for Counting {
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.inner.poll_transmit(now)
+    }
+
+    fn queue_request(&mut self, request: &crate::script::model::RequestBlock) -> Option<Vec<u8>> {
+        self.inner.queue_request(request)
+    }
+
+    fn poll_framing(&mut self) -> Option<crate::decode::obis::iec::FramingChange> {
+        self.inner.poll_framing()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -74,6 +74,7 @@ impl Warning {
             Warning::Rejected(RejectKind::Truncated) => "truncated telegrams rejected",
             Warning::Rejected(RejectKind::TooLong) => "overlong telegrams rejected",
             Warning::Rejected(RejectKind::Malformed) => "malformed telegrams rejected",
+            Warning::Rejected(RejectKind::NoAnswer) => "requests unanswered",
         }
     }
 }
@@ -90,6 +91,9 @@ pub enum MeterCommand {
     },
     /// `sml(m 1 "hex")`: these bytes, as they are.
     Send(Vec<u8>),
+    /// `sml(m 3 svar)`: a one-off request for the decoder to send between its own
+    /// ([`Decoder::queue_request`]); a decoder that sends none of its own has it sent now.
+    Queue(crate::script::model::RequestBlock),
     /// `sensor53 d<m>`: log the meter's raw bytes, in hex, as they arrive (`false`: stop).
     DumpRaw(bool),
 }
@@ -129,6 +133,8 @@ struct TaskState {
     /// The speed and parity the script last set: a reopened port gets them again, as the ESP's
     /// port never lost them.
     framing: Option<(u32, Option<crate::script::model::Parity>)>,
+    /// "This link cannot change speed" was said for the protocol's speed changes.
+    fixed_speed_said: bool,
 }
 
 impl Drop for TaskState {
@@ -170,6 +176,7 @@ impl LinkDriver {
             commands,
             dump_raw: false,
             framing: None,
+            fixed_speed_said: false,
         };
         self.run_links(&mut state).await;
     }
@@ -323,6 +330,38 @@ impl LinkDriver {
                     return (Ending::Dropped(format!("write: {e}")), got_bytes);
                 }
             }
+            // After the transmits: the link sends what was written at the old speed first. A
+            // request may wait for the change (a sign-on must leave at 300 baud): poll again.
+            if let Some(change) = can_ask.then(|| decoder.poll_framing()).flatten() {
+                match link.set_framing(change.baud, None).await {
+                    Ok(true) => debug!(
+                        "{}: now {} baud for the meter's protocol",
+                        self.label(),
+                        change.baud
+                    ),
+                    // Back to the definition's own speed needs no change on a fixed link.
+                    Ok(false)
+                        if !state.fixed_speed_said && change.baud != self.meter.serial.baud =>
+                    {
+                        state.fixed_speed_said = true;
+                        warn!(
+                            "{}: the meter's protocol asks for {} baud, but this link cannot change \
+                             its speed (a TCP bridge): set the bridge's speed, or ask for no switch \
+                             (an IEC ACK block 063030300D0A)",
+                            self.label(),
+                            change.baud
+                        );
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        return (
+                            Ending::Dropped(format!("setting {} baud: {e}", change.baud)),
+                            got_bytes,
+                        )
+                    }
+                }
+                continue;
+            }
             let deadline = decoder.poll_timeout().map(TokioInstant::from_std);
             let counts_due = state.warnings.poll_timeout().map(TokioInstant::from_std);
             tokio::select! {
@@ -368,6 +407,14 @@ impl LinkDriver {
                         Err(e) => return (Ending::Dropped(format!("setting {baud} baud: {e}")), got_bytes),
                     },
                     MeterCommand::DumpRaw(on) => state.dump_raw = on,
+                    MeterCommand::Queue(request) => {
+                        if let Some(bytes) = decoder.queue_request(&request) {
+                            debug!("{}: sending {} queued bytes for the script", self.label(), bytes.len());
+                            if let Err(e) = link.write_all(&bytes).await {
+                                return (Ending::Dropped(format!("write: {e}")), got_bytes);
+                            }
+                        }
+                    }
                     MeterCommand::Send(bytes) => {
                         debug!("{}: sending {} bytes for the script", self.label(), bytes.len());
                         if let Err(e) = link.write_all(&bytes).await {
@@ -396,6 +443,21 @@ impl LinkDriver {
                         "{}: skipped {bytes} bytes looking for a telegram",
                         self.label()
                     )
+                }
+                DecodeEvent::Error(e @ crate::decode::DecodeError::NoAnswer { .. }) => {
+                    if state
+                        .warnings
+                        .handle_warning(Instant::now(), Warning::Rejected(e.kind()))
+                    {
+                        warn!(
+                            "{}: {e}; asking again later ({} unanswered so far; repeats are \
+                             counted, not logged, for a minute)",
+                            self.label(),
+                            decoder.stats().unanswered,
+                        );
+                    } else {
+                        debug!("{}: {e}", self.label());
+                    }
                 }
                 DecodeEvent::Error(e) => {
                     if state

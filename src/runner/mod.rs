@@ -730,6 +730,10 @@ impl ActionLog {
                 HookAction::Link(HostCommand::Send { meter, bytes }) => {
                     self.send_to_meter_number(meter, MeterCommand::Send(bytes))
                 }
+                HookAction::Link(HostCommand::Queue { meter, text }) => match queued_request(&text) {
+                    Ok(request) => self.send_to_meter_number(meter, MeterCommand::Queue(request)),
+                    Err(why) => self.once(format!("sml({meter} 3 \"{text}\"): {why}; not sent")),
+                },
                 HookAction::Link(other) => self.once(format!(
                     "{other:?}: not supported off the ESP yet; ignored"
                 )),
@@ -783,6 +787,25 @@ impl ActionLog {
     }
 }
 
+/// `sml(m 3 svar)`'s string read as Tasmota reads it (`SML_Send_Seq`): an optional `r` (Modbus: no
+/// register count appended), then hex pairs up to a comma or the end; a lone final nibble is dropped.
+/// Unlike Tasmota (which sends a non-hex character as nibble 0) a character that is not hex refuses
+/// the request: a wrong Modbus write is worse than none.
+fn queued_request(text: &str) -> Result<crate::script::model::RequestBlock, String> {
+    let text = text.trim();
+    let (raw, digits) = match text.strip_prefix('r') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let digits = digits.split(',').next().unwrap_or_default().as_bytes();
+    let even = &digits[..digits.len() - digits.len() % 2];
+    let bytes = crate::hex::decode(even).map_err(|e| e.to_string())?;
+    if bytes.is_empty() {
+        return Err("no request bytes".into());
+    }
+    Ok(crate::script::model::RequestBlock { raw, bytes })
+}
+
 /// A task that did not finish: its panic message, or that it was cancelled.
 fn join_failure(task: String, e: JoinError) -> RunError {
     let message = if e.is_panic() {
@@ -796,4 +819,27 @@ fn join_failure(task: String, e: JoinError) -> RunError {
         "cancelled".into()
     };
     RunError::Panicked { task, message }
+}
+
+#[cfg(test)]
+mod queued_request_tests {
+    use super::queued_request;
+
+    #[test]
+    fn a_queued_string_is_read_as_tasmota_reads_it() {
+        let r = queued_request("r010600030042").unwrap();
+        assert!(r.raw);
+        assert_eq!(r.bytes, [0x01, 0x06, 0x00, 0x03, 0x00, 0x42]);
+        // Up to a comma; a lone final nibble dropped; no `r`: the register count is the decoder's.
+        let r = queued_request("0104000,ff").unwrap();
+        assert!(!r.raw);
+        assert_eq!(r.bytes, [0x01, 0x04, 0x00]);
+    }
+
+    #[test]
+    fn a_queued_string_that_is_not_hex_is_refused_saying_where() {
+        let e = queued_request("r0106zz").unwrap_err();
+        assert!(e.contains("'z'"), "{e}");
+        assert!(queued_request("").is_err());
+    }
 }

@@ -21,6 +21,12 @@ reply there, which means nothing for Modbus).
 A bus only listened to while another master polls it is not supported: its requests do not frame
 as replies and are dropped as CRC errors.
 
+The script's one-off requests (`sml(m 3 svar)`, e.g. a register write) are queued
+([`Decoder::queue_request`]) and sent as soon as no poll waits for its reply (Tasmota sends one in
+place of the next poll): polls wait up to [`QUEUED_REPLY_WAIT`] for its reply, which is checked like
+any other (CRC, slave, function) but read by no metric line, so a write's echo never publishes as a
+polled value.
+
 Over RTU a late reply to block N that arrives after block N+1 went out to the same slave, with the
 same function and length, cannot be told from the reply to N+1 (Tasmota has the same limit); over
 TCP the transaction id tells them apart.
@@ -41,6 +47,15 @@ use frame::{Frame, RtuFramer, TcpFramer};
 /// A quiet line for this long ends a partial frame (the rest will not come).
 pub const SILENCE: Duration = Duration::from_millis(500);
 
+/// How long the polls wait for the reply to a script's queued request.
+pub const QUEUED_REPLY_WAIT: Duration = Duration::from_secs(1);
+
+/// Queued requests kept for a link that cannot send them (a replay); the oldest goes first.
+pub const MAX_QUEUED_REQUESTS: usize = 16;
+
+/// The `block` of a queued request's [`Outstanding`]: no poll block, so no metric line reads it.
+const QUEUED: usize = usize::MAX;
+
 pub use crate::decode::MAX_QUEUED_EVENTS;
 
 /// What only a Modbus master can tell wrong, beyond [`DecodeStats`].
@@ -57,6 +72,11 @@ pub struct ModbusStats {
     pub unsolicited: u64,
     /// Requests with no reply before the next request went out.
     pub no_reply: u64,
+    /// The script's queued requests sent (`sml(m 3 svar)`), and the replies matched to them.
+    pub queued_sent: u64,
+    pub queued_replies: u64,
+    /// Queued requests dropped past [`MAX_QUEUED_REQUESTS`].
+    pub queued_dropped: u64,
 }
 
 /// The request a reply is waited for.
@@ -95,6 +115,10 @@ pub struct ModbusDecoder {
     stats: DecodeStats,
     modbus: ModbusStats,
     last_byte_at: Option<Instant>,
+    /// The script's one-off requests (unit id + PDU), waiting for the line.
+    queued: VecDeque<Vec<u8>>,
+    /// When the queued request now waited for went out.
+    queued_sent_at: Option<Instant>,
 }
 
 impl ModbusDecoder {
@@ -123,6 +147,8 @@ impl ModbusDecoder {
             stats: DecodeStats::default(),
             modbus: ModbusStats::default(),
             last_byte_at: None,
+            queued: VecDeque::new(),
+            queued_sent_at: None,
         }
     }
 
@@ -146,7 +172,8 @@ impl ModbusDecoder {
             replay_next,
             ..
         } = self;
-        let listen_only = requests.is_empty();
+        // A queued request's reply is matched to it even on a bus otherwise only listened to.
+        let listen_only = requests.is_empty() && outstanding.is_none();
         let mut sink = |frame: Frame<'_>| {
             if !listen_only && !*transmitted {
                 let adu = match &frame {
@@ -166,7 +193,7 @@ impl ModbusDecoder {
             let event = match frame {
                 Frame::Reply(bytes) => {
                     let adu = &bytes[..bytes.len() - 2];
-                    reply(
+                    match reply(
                         *meter,
                         metrics,
                         outstanding,
@@ -176,9 +203,12 @@ impl ModbusDecoder {
                         bytes,
                         stats,
                         modbus,
-                    )
+                    ) {
+                        Some(event) => event,
+                        None => return,
+                    }
                 }
-                Frame::TcpReply { transaction, adu } => reply(
+                Frame::TcpReply { transaction, adu } => match reply(
                     *meter,
                     metrics,
                     outstanding,
@@ -188,7 +218,10 @@ impl ModbusDecoder {
                     adu,
                     stats,
                     modbus,
-                ),
+                ) {
+                    Some(event) => event,
+                    None => return,
+                },
                 Frame::Discarded(bytes) => {
                     stats.bytes_skipped += bytes as u64;
                     DecodeEvent::Discarded { bytes }
@@ -221,7 +254,8 @@ impl ModbusDecoder {
     }
 }
 
-/// One checked reply: matched to the request waiting for it, then read by the metric lines.
+/// One checked reply: matched to the request waiting for it, then read by the metric lines;
+/// `None` for the good reply to a queued request, which no metric line reads.
 #[allow(clippy::too_many_arguments)]
 fn reply(
     meter: MeterIndex,
@@ -233,10 +267,13 @@ fn reply(
     frame: &[u8],
     stats: &mut DecodeStats,
     modbus: &mut ModbusStats,
-) -> DecodeEvent {
+) -> Option<DecodeEvent> {
     let reject = |stats: &mut DecodeStats, why: String| {
         stats.rejected += 1;
-        DecodeEvent::Error(DecodeError::Malformed { offset: 0, why })
+        Some(DecodeEvent::Error(DecodeError::Malformed {
+            offset: 0,
+            why,
+        }))
     };
     if adu.len() < 2 {
         return reject(stats, "reply shorter than a unit id and function".into());
@@ -301,6 +338,11 @@ fn reply(
         }
         outstanding.take().map(|o| o.block)
     };
+    if function & 0x80 == 0 && block == Some(QUEUED) {
+        modbus.queued_replies += 1;
+        tracing::debug!(meter, "slave {slave} answered the script's queued request");
+        return None;
+    }
     if function & 0x80 != 0 {
         modbus.exceptions += 1;
         let code = adu.get(2).copied().unwrap_or(0);
@@ -343,7 +385,7 @@ fn reply(
             }
         }
     }
-    DecodeEvent::Telegram(Telegram { readings })
+    Some(DecodeEvent::Telegram(Telegram { readings }))
 }
 
 /// The Modbus application protocol's names of exception codes.
@@ -441,25 +483,60 @@ impl Decoder for ModbusDecoder {
         self.events.pop_front()
     }
 
+    fn queue_request(&mut self, request: &crate::script::model::RequestBlock) -> Option<Vec<u8>> {
+        if self.queued.len() >= MAX_QUEUED_REQUESTS {
+            self.queued.pop_front();
+            self.modbus.queued_dropped += 1;
+        }
+        // Unit id + PDU, `0002` appended unless `r`, as the poll blocks; CRC or MBAP when sent.
+        self.queued.push_back(request::tcp(request));
+        None
+    }
+
     fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
-        let (block, bytes) = self.requests.poll_transmit(now)?;
+        let poll_due =
+            !self.requests.is_empty() && self.requests.poll_timeout().is_none_or(|t| now >= t);
+        let waiting_for_queued = self
+            .queued_sent_at
+            .filter(|_| self.outstanding.as_ref().is_some_and(|o| o.block == QUEUED))
+            .is_some_and(|sent| now < sent + QUEUED_REPLY_WAIT);
+        let (block, bytes) = if waiting_for_queued {
+            return None;
+        } else if !self.queued.is_empty() && (self.outstanding.is_none() || poll_due) {
+            self.modbus.queued_sent += 1;
+            self.queued_sent_at = Some(now);
+            (QUEUED, self.queued.pop_front()?)
+        } else {
+            self.requests.poll_transmit(now)?
+        };
         self.transmitted = true;
         // A new request ends the wait for the last one's reply.
         self.flush("the next request went out before the reply was complete");
         if let Some(missed) = self.outstanding.take() {
             self.modbus.no_reply += 1;
             if rate_limited(self.modbus.no_reply) {
+                let what = if missed.block == QUEUED {
+                    "the script's queued request".to_string()
+                } else {
+                    format!("request block {}", missed.block)
+                };
                 tracing::warn!(
                     meter = self.meter,
-                    "slave {} did not answer request block {} before the next request ({} unanswered so far)",
+                    "slave {} did not answer {what} before the next request ({} unanswered so far)",
                     missed.slave,
-                    missed.block,
                     self.modbus.no_reply
                 );
             }
         }
         self.modbus.requests += 1;
         let (wire, transaction) = match &mut self.transport {
+            // Queued requests get their CRC here.
+            Transport::Rtu(_) if block == QUEUED => {
+                let crc = request::CRC16_MODBUS.checksum(&bytes);
+                let mut wire = bytes.clone();
+                wire.extend_from_slice(&crc.to_le_bytes());
+                (wire, None)
+            }
             // RTU blocks are already framed (count and CRC appended by the front end).
             Transport::Rtu(_) => (bytes.clone(), None),
             Transport::Tcp {
@@ -479,10 +556,15 @@ impl Decoder for ModbusDecoder {
             .last_byte_at
             .filter(|_| self.pending() > 0)
             .map(|t| t + SILENCE);
-        match (silence, self.requests.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // The polls wait for a queued request's reply at most this long.
+        let queued = self
+            .queued_sent_at
+            .filter(|_| self.outstanding.as_ref().is_some_and(|o| o.block == QUEUED))
+            .map(|t| t + QUEUED_REPLY_WAIT);
+        [silence, self.requests.poll_timeout(), queued]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -503,3 +585,98 @@ impl Decoder for ModbusDecoder {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+    use crate::script::model::RequestBlock;
+
+    /// Polls register 0 of slave 1 every 500 ms; `reg` reads the first register of any reply from
+    /// slave 1 (no `iN:`), so a write's echo read by mistake would show as 768 (`03 00`).
+    fn decoder() -> ModbusDecoder {
+        let compiled = crate::script::compile(
+            b">D\n>M 1\n+1,3,m,0,9600,SIM,1,5,01040000\n1,01xxxxUUuu@1,Reg,,reg,0\n#\n",
+        );
+        assert!(!compiled.has_errors(), "{:#?}", compiled.diagnostics);
+        ModbusDecoder::new(&compiled.script.unwrap().meters[0])
+    }
+
+    fn rtu(bytes: &[u8]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        out.extend_from_slice(&request::CRC16_MODBUS.checksum(bytes).to_le_bytes());
+        out
+    }
+
+    fn write_block() -> RequestBlock {
+        RequestBlock {
+            raw: true,
+            bytes: vec![0x01, 0x06, 0x00, 0x03, 0x00, 0x42],
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_queued_write_goes_between_polls_and_its_echo_is_read_by_no_metric_line() {
+        let mut d = decoder();
+        let t0 = Instant::now();
+        assert_eq!(d.poll_transmit(t0), Some(rtu(&[1, 4, 0, 0, 0, 2])));
+        assert_eq!(
+            d.queue_request(&write_block()),
+            None,
+            "the decoder keeps it"
+        );
+        assert_eq!(
+            d.poll_transmit(t0),
+            None,
+            "the poll's reply is awaited first"
+        );
+        d.handle_bytes(t0 + ms(20), &rtu(&[1, 4, 4, 0x04, 0xD2, 0, 0]));
+        assert!(
+            matches!(d.poll_event(), Some(DecodeEvent::Telegram(t)) if t.readings[0].value == Value::Number(1234.0))
+        );
+        let write = rtu(&[1, 6, 0, 3, 0, 0x42]);
+        assert_eq!(d.poll_transmit(t0 + ms(30)), Some(write.clone()));
+        // The poll is due, but waits for the write's reply.
+        assert_eq!(d.poll_transmit(t0 + ms(600)), None);
+        d.handle_bytes(t0 + ms(650), &write);
+        assert_eq!(d.poll_event(), None, "the echo publishes nothing");
+        assert_eq!(
+            d.poll_transmit(t0 + ms(650)),
+            Some(rtu(&[1, 4, 0, 0, 0, 2]))
+        );
+        let m = d.modbus_stats();
+        assert_eq!((m.queued_sent, m.queued_replies, m.no_reply), (1, 1, 0));
+        assert_eq!(d.stats().rejections(), 0);
+    }
+
+    #[test]
+    fn an_unanswered_queued_request_holds_the_polls_back_only_for_a_while() {
+        let mut d = decoder();
+        let t0 = Instant::now();
+        d.queue_request(&write_block());
+        assert_eq!(d.poll_transmit(t0), Some(rtu(&[1, 6, 0, 3, 0, 0x42])));
+        assert_eq!(d.poll_transmit(t0 + ms(999)), None);
+        assert_eq!(d.poll_timeout(), Some(t0 + QUEUED_REPLY_WAIT));
+        assert_eq!(
+            d.poll_transmit(t0 + QUEUED_REPLY_WAIT),
+            Some(rtu(&[1, 4, 0, 0, 0, 2]))
+        );
+        assert_eq!(d.modbus_stats().no_reply, 1);
+    }
+
+    #[test]
+    fn a_queued_request_without_r_gets_the_register_count_like_a_poll_block() {
+        let mut d = decoder();
+        d.queue_request(&RequestBlock {
+            raw: false,
+            bytes: vec![0x01, 0x03, 0x00, 0x10],
+        });
+        assert_eq!(
+            d.poll_transmit(Instant::now()),
+            Some(rtu(&[1, 3, 0, 0x10, 0, 2]))
+        );
+    }
+}

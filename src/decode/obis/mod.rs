@@ -4,7 +4,8 @@ The `o` decoder: OBIS text telegrams (DSMR P1, IEC 62056-21 readouts) in, readin
 Two halves, each tested alone: [`frame`] finds and checks telegrams (`/` .. `!CRC`, STX .. ETX BCC,
 request echoes, resync, bounds) and [`matcher`] applies the meter's metric lines to a checked
 telegram's lines. This module joins them behind the [`Decoder`] trait, keeps the statistics and sends
-the meter's request telegrams (the IEC 62056-21 `/?!` sign-on) on their schedule.
+the meter's request telegrams on their schedule, or, for a meter whose definition asks for IEC
+62056-21 mode C, runs the handshake ([`iec`]) and lets the framer read the readout.
 
 Memory is bounded whatever arrives: one telegram buffer of at most [`frame::MAX_TELEGRAM`] bytes, and
 an event queue that keeps at most [`MAX_QUEUED_EVENTS`] errors for a caller that does not poll
@@ -13,6 +14,7 @@ an event queue that keeps at most [`MAX_QUEUED_EVENTS`] errors for a caller that
 
 pub mod check;
 pub mod frame;
+pub mod iec;
 pub mod matcher;
 pub mod request;
 
@@ -39,6 +41,8 @@ pub struct ObisDecoder {
     events: VecDeque<DecodeEvent>,
     stats: DecodeStats,
     requests: RequestSchedule,
+    /// The mode C handshake, which then sends instead of `requests`.
+    mode_c: Option<iec::ModeC>,
     last_byte_at: Option<Instant>,
 }
 
@@ -50,11 +54,23 @@ impl ObisDecoder {
         };
         // `=so2,N` replaces all flags; bit value 2 is OBIS line mode (on when `=so2` is absent).
         let line_mode = meter.options.so2_flags.is_none_or(|f| f & 2 != 0);
-        ObisDecoder::with_framer(
+        let mode_c = iec::ModeC::for_meter(meter);
+        let requests = match mode_c {
+            Some(_) => RequestSchedule::from_wire(Vec::new(), 0),
+            None => RequestSchedule::new(meter),
+        };
+        let mut decoder = ObisDecoder::with_framer(
             Matcher::new(metrics, line_mode),
             Framer::default(),
-            RequestSchedule::new(meter),
-        )
+            requests,
+        );
+        decoder.mode_c = mode_c;
+        decoder
+    }
+
+    /// Whether this meter runs the IEC 62056-21 mode C handshake.
+    pub fn is_mode_c(&self) -> bool {
+        self.mode_c.is_some()
     }
 
     fn with_framer(matcher: Matcher, framer: Framer, requests: RequestSchedule) -> Self {
@@ -64,6 +80,7 @@ impl ObisDecoder {
             events: VecDeque::new(),
             stats: DecodeStats::default(),
             requests,
+            mode_c: None,
             last_byte_at: None,
         }
     }
@@ -87,11 +104,17 @@ impl ObisDecoder {
             matcher,
             events,
             stats,
+            mode_c,
+            last_byte_at,
             ..
         } = self;
+        let now = last_byte_at.unwrap_or_else(Instant::now);
         let mut sink = |frame: Frame<'_>| {
             let event = match frame {
                 Frame::Telegram(text) => {
+                    if let Some(m) = mode_c.as_mut() {
+                        m.handle_telegram_end(now);
+                    }
                     let mut readings = Vec::with_capacity(matcher.len());
                     stats.unparsed_values += matcher.match_text(text, &mut readings);
                     stats.telegrams += 1;
@@ -113,6 +136,9 @@ impl ObisDecoder {
                     DecodeEvent::Discarded { bytes }
                 }
                 Frame::Rejected(e) => {
+                    if let Some(m) = mode_c.as_mut() {
+                        m.handle_telegram_end(now);
+                    }
                     stats.count_rejection(&e);
                     tracing::debug!("obis telegram rejected: {e}");
                     DecodeEvent::Error(e)
@@ -131,6 +157,9 @@ impl Decoder for ObisDecoder {
         }
         self.stats.bytes_in += bytes.len() as u64;
         self.last_byte_at = Some(now);
+        if let Some(m) = self.mode_c.as_mut() {
+            m.handle_bytes(now, bytes);
+        }
         self.with_sink(|framer, sink| framer.push(bytes, &mut |f| sink(f)));
     }
 
@@ -139,7 +168,14 @@ impl Decoder for ObisDecoder {
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if let Some(m) = self.mode_c.as_mut() {
+            return m.poll_transmit(now);
+        }
         self.requests.poll_transmit(now).map(|(_, block)| block)
+    }
+
+    fn poll_framing(&mut self) -> Option<iec::FramingChange> {
+        self.mode_c.as_mut()?.poll_framing()
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -147,16 +183,28 @@ impl Decoder for ObisDecoder {
             .last_byte_at
             .filter(|_| self.framer.has_pending())
             .map(|t| t + SILENCE);
-        match (silence, self.requests.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            silence,
+            self.requests.poll_timeout(),
+            self.mode_c.as_ref().and_then(|m| m.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         let quiet = self.last_byte_at.is_some_and(|t| now >= t + SILENCE);
         if quiet && self.framer.has_pending() {
             self.with_sink(|framer, sink| framer.handle_silence(&mut |f| sink(f)));
+        }
+        if let Some(m) = self.mode_c.as_mut() {
+            m.handle_timeout(now);
+            while let Some(e) = m.poll_error() {
+                self.stats.count_rejection(&e);
+                tracing::debug!("obis meter: {e}");
+                crate::decode::queue_event(&mut self.events, DecodeEvent::Error(e));
+            }
         }
     }
 
