@@ -16,6 +16,7 @@ only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod bytes;
+pub mod dlms;
 pub mod kamstrup;
 pub mod modbus;
 pub mod obis;
@@ -214,6 +215,8 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
         Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
+        // An `=so4` key makes a raw meter a DLMS push meter (Tasmota's decrypting HAN parser).
+        Decoding::Raw { .. } if dlms::wants(meter) => Ok(Box::new(dlms::DlmsDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
