@@ -35,6 +35,8 @@ pub enum Framed {
 pub enum Framing {
     Hdlc,
     MBus,
+    /// A bare APDU (`--explain` of a capture without its link layer).
+    None,
 }
 
 #[derive(Debug, Default)]
@@ -134,11 +136,11 @@ impl Framer {
                 if b.len() < 4 {
                     return Step::NeedMore;
                 }
-                if b[3] != 0x68 || b[1] != b[2] || b[1] < 5 {
+                if b[3] != 0x68 || b[1] != b[2] || b[1] == 0 {
                     *discarded += 1;
                     return Step::Consumed(1);
                 }
-                let total = usize::from(b[1]) + 6;
+                let total = mbus_user_len(b[1]) + 6;
                 if b.len() < total {
                     return Step::NeedMore;
                 }
@@ -265,6 +267,17 @@ impl Framer {
         } else {
             self.segments = Some((framing, bytes));
         }
+    }
+}
+
+/// The user-data length of an M-Bus long frame. Austrian Sagemcom T210-D meters send 257 bytes
+/// with L = 0x01 (the length modulo 256), as Tasmota's parser knows: an L too small for a DLMS
+/// segment's own header is taken as 256 more. The checksum still has to hold.
+fn mbus_user_len(l: u8) -> usize {
+    if l < 5 {
+        usize::from(l) + 256
+    } else {
+        usize::from(l)
     }
 }
 

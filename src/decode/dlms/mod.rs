@@ -368,8 +368,17 @@ pub fn explain(bytes: &[u8], keys: Option<&Keys>) -> String {
             }
         }
     };
-    framer.push(bytes, &mut sink);
-    framer.flush("the input ended mid-frame", &mut sink);
+    if matches!(bytes.first(), Some(0x7E) | Some(0x68)) {
+        framer.push(bytes, &mut sink);
+        framer.flush("the input ended mid-frame", &mut sink);
+    } else {
+        // A bare APDU (as peers log them), maybe behind its LLC header.
+        let apdu = bytes.strip_prefix(&[0xE6, 0xE7, 0x00][..]).unwrap_or(bytes);
+        sink(Framed::Payload {
+            framing: frame::Framing::None,
+            bytes: apdu.to_vec(),
+        });
+    }
     out
 }
 
