@@ -77,13 +77,9 @@ impl DlmsDecoder {
             Decoding::Raw { metrics, .. } => metrics.clone(),
             _ => Vec::new(),
         };
-        let keys = meter.options.aes_key.map(|k| Keys {
-            encryption: k,
-            authentication: meter.options.auth_key.clone(),
-        });
         DlmsDecoder {
             meter: meter.index,
-            keys,
+            keys: keys_of(meter),
             metrics,
             framer: Framer::default(),
             unwrapper: Unwrapper::default(),
@@ -334,6 +330,19 @@ impl Decoder for DlmsDecoder {
     fn stats(&self) -> DecodeStats {
         self.stats
     }
+}
+
+/// `sml decode --explain` for a meter: the DLMS listing with the meter's keys, or `None` when the
+/// meter is not decoded here.
+pub fn explain_meter(meter: &Meter, bytes: &[u8]) -> Option<String> {
+    wants(meter).then(|| explain(bytes, keys_of(meter).as_ref()))
+}
+
+fn keys_of(meter: &Meter) -> Option<Keys> {
+    meter.options.aes_key.map(|k| Keys {
+        encryption: k,
+        authentication: meter.options.auth_key.clone(),
+    })
 }
 
 /// `sml decode --explain` for DLMS: every frame, its security header (never a key) and the COSEM
