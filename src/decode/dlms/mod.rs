@@ -40,6 +40,8 @@ use frame::{Framed, Framer};
 /// A quiet line for this long ends a partial frame (Tasmota's `SML_STIMEOUT`); `=so6` overrides.
 pub const SILENCE: Duration = Duration::from_millis(1000);
 
+pub use crate::decode::MAX_QUEUED_EVENTS;
+
 /// What only an encrypted meter can get wrong, beyond [`DecodeStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DlmsStats {
