@@ -209,8 +209,9 @@ pub fn unwrap_apdu(apdu: &[u8], keys: Option<&Keys>) -> Result<Notification, Apd
     }
 }
 
-/// `DB/DF st-len system-title length security-byte frame-counter ciphertext [tag]`.
-fn decipher(apdu: &[u8], keys: Option<&Keys>) -> Result<(Vec<u8>, Security), ApduError> {
+/// `DB/DF st-len system-title length security-byte frame-counter ciphertext [tag]`: the plaintext
+/// APDU inside and the security header (the tag checked when the keys hold an authentication key).
+pub fn decipher(apdu: &[u8], keys: Option<&Keys>) -> Result<(Vec<u8>, Security), ApduError> {
     let cut = |why| ApduError::Truncated {
         bytes: apdu.len(),
         why,

@@ -324,6 +324,36 @@ fn explain_lists_the_header_and_data_and_never_the_key() {
     assert!(no_key.contains("no `=so4` key"), "{no_key}");
 }
 
+/// The DLMS UA Green Book's worked example of security suite 0 (authenticated encryption of a
+/// get-request): EK 00..0F, AK D0..DF, system title `4D4D4D0000BC614E`, invocation counter
+/// `01234567`, security byte 0x30.
+#[test]
+fn the_green_book_gcm_example_decrypts_and_its_tag_is_checked() {
+    let mut apdu = crate::hex::decode(b"DB 08 4D4D4D0000BC614E 1E 30 01234567 411312FF935A47566827C467BC 7D825C3BE4A77C3FCC056B6B").unwrap();
+    let (plain, security) = apdu::decipher(&apdu, Some(&keys(true))).unwrap();
+    assert_eq!(crate::hex::encode(&plain), "c0010000080000010000ff0200");
+    assert!(security.tag_checked);
+    assert_eq!(security.frame_counter, 0x0123_4567);
+    // Without the authentication key the counter mode alone gives the same plaintext.
+    assert_eq!(apdu::decipher(&apdu, Some(&keys(false))).unwrap().0, plain);
+    let last = apdu.len() - 1;
+    apdu[last] ^= 1;
+    assert_eq!(
+        apdu::decipher(&apdu, Some(&keys(true))),
+        Err(ApduError::AuthFailed)
+    );
+    // Our own encryption gives the book's bytes.
+    let ours = apdu::encrypt(
+        &plain,
+        &keys(true),
+        *b"MMM\x00\x00\xBC\x61\x4E",
+        0x30,
+        0x0123_4567,
+    );
+    apdu[last] ^= 1;
+    assert_eq!(ours, apdu);
+}
+
 #[test]
 fn a_key_is_not_in_the_debug_output_of_keys() {
     assert_eq!(format!("{:?}", keys(true)), "Keys { .. }");
