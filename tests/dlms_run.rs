@@ -164,3 +164,34 @@ fn the_im350_script_unchanged_publishes_the_simulated_pushes_and_nothing_from_ba
         );
     }
 }
+
+#[test]
+fn decode_explain_lists_the_capture_with_offsets_and_without_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sml"))
+        .current_dir(root())
+        .args(["decode", "--explain", "meters/siemens-im350-dlms.sml"])
+        .arg("tests/fixtures/meters/siemens-im350-dlms.bin")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("tag checked").count(), 3, "{text}");
+    // Offset 16 is the first register: `0209090Cx13` reads its value at 17.
+    assert!(text.contains("   16      unsigned 4523781"), "{text}");
+    assert!(!text.to_uppercase().contains(KEY) && !text.to_uppercase().contains(AUTH));
+    // A meter that is no DLMS meter: a clear refusal naming it.
+    let out = Command::new(env!("CARGO_BIN_EXE_sml"))
+        .current_dir(root())
+        .args(["decode", "--explain", "meters/sdm630-modbus.sml"])
+        .arg("tests/fixtures/meters/siemens-im350-dlms.bin")
+        .output()
+        .unwrap();
+    // Exit 2, as every failed command of the CLI.
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("meter 1 is type 'm'"));
+}
