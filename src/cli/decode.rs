@@ -53,6 +53,11 @@ pub struct Args {
     /// values)`), as `sml run --rhai`.
     #[arg(long, value_name = "FILE")]
     pub rhai: Option<PathBuf>,
+    /// Instead of payloads, list what the capture holds: frames, the ciphering header (never a
+    /// key), the COSEM data with byte offsets (offset 0 is where the metric lines' masks start).
+    /// For DLMS push meters (`r`/`R` with `=so4`).
+    #[arg(long)]
+    pub explain: bool,
 }
 
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -94,6 +99,9 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => Some(UserRhai::load(path)?),
         None => None,
     };
+    if args.explain {
+        return explain(meter, &args);
+    }
     let mut decoder = decoder_for(meter)?;
     let capture_name = args.capture.display().to_string();
     let capture: Box<dyn Read> = if capture_name == "-" {
@@ -141,6 +149,36 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--explain`: the whole capture (it is a listing for a person, so a capture of at most 16 MiB)
+/// through the meter type's explainer.
+fn explain(meter: &crate::script::model::Meter, args: &Args) -> anyhow::Result<ExitCode> {
+    let name = args.capture.display().to_string();
+    let mut bytes = Vec::new();
+    let reader: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.capture).with_context(|| format!("reading {name}"))?)
+    };
+    reader
+        .take(16 << 20)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {name}"))?;
+    if args.hex {
+        bytes = hex::decode(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    }
+    match crate::decode::dlms::explain_meter(meter, &bytes) {
+        Some(text) => {
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!(
+            "--explain lists DLMS push captures; meter {} is type '{}' without an `=so4` key",
+            meter.index,
+            meter.decoding.type_letter()
+        ),
+    }
 }
 
 /// What a replay found, for the summary line and the exit code.

@@ -16,6 +16,7 @@ only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod bytes;
+pub mod dlms;
 pub mod ebus;
 pub mod kamstrup;
 pub mod modbus;
@@ -244,6 +245,8 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Vbus(_) => Ok(Box::new(vbus::VbusDecoder::new(meter))),
         Decoding::Ebus(_) => Ok(Box::new(ebus::EbusDecoder::new(meter))),
         Decoding::Pzem(_) => Ok(Box::new(pzem::PzemDecoder::new(meter))),
+        // An `=so4` key makes a raw meter a DLMS push meter (Tasmota's decrypting HAN parser).
+        Decoding::Raw { .. } if dlms::wants(meter) => Ok(Box::new(dlms::DlmsDecoder::new(meter))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
