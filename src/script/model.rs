@@ -201,22 +201,69 @@ pub struct RequestBlock {
 }
 
 /// `=so` options. Pin, UART and buffer options are parsed and kept but have no effect off the ESP.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+/// The `=so4`/`=so5` keys are secrets: `Debug` and `Serialize` (snapshots, `--explain`, logs) show
+/// only whether they are set, and their verbatim lines are hidden alike.
+#[derive(Clone, PartialEq, Default, Serialize)]
 pub struct MeterOptions {
     /// `=so1`: negate a value when a status bit is set.
     pub sign_from_status: Option<SignFromStatus>,
     /// `=so2,N` flags (hex): bit 2 clear turns OBIS line mode off.
     pub so2_flags: Option<u16>,
     /// `=so4`: AES-128 key for encrypted meters.
+    #[serde(serialize_with = "redact_key")]
     pub aes_key: Option<[u8; 16]>,
     /// `=so5`: authentication key.
+    #[serde(serialize_with = "redact_key")]
     pub auth_key: Option<Vec<u8>>,
     /// `=so6,ms`: block sync time for `R` meters.
     pub block_sync_ms: Option<u32>,
     /// `=soC,<bufsize>,<crcmode>`: SML CRC check mode.
     pub sml_crc: Option<SmlCrcMode>,
     /// Every `=so` line verbatim (line, text after `=so`), including the ignored ones.
+    #[serde(serialize_with = "redact_raw")]
     pub raw: Vec<(LineNo, String)>,
+}
+
+/// What a key shows outside the decoder: that it is set, never its bytes.
+fn redacted<T>(key: &Option<T>) -> Option<&'static str> {
+    key.as_ref().map(|_| "<redacted>")
+}
+
+fn redact_key<T, S: serde::Serializer>(key: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+    redacted(key).serialize(s)
+}
+
+/// The verbatim `=so` lines with the text of key options (`=so4`, `=so5`) hidden.
+fn redact_raw_lines(raw: &[(LineNo, String)]) -> Vec<(LineNo, String)> {
+    raw.iter()
+        .map(|(line, text)| {
+            let secret = text.starts_with('4') || text.starts_with('5');
+            let shown = if secret {
+                format!("{},<redacted>", &text[..1])
+            } else {
+                text.clone()
+            };
+            (*line, shown)
+        })
+        .collect()
+}
+
+fn redact_raw<S: serde::Serializer>(raw: &[(LineNo, String)], s: S) -> Result<S::Ok, S::Error> {
+    redact_raw_lines(raw).serialize(s)
+}
+
+impl std::fmt::Debug for MeterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeterOptions")
+            .field("sign_from_status", &self.sign_from_status)
+            .field("so2_flags", &self.so2_flags)
+            .field("aes_key", &redacted(&self.aes_key))
+            .field("auth_key", &redacted(&self.auth_key))
+            .field("block_sync_ms", &self.block_sync_ms)
+            .field("sml_crc", &self.sml_crc)
+            .field("raw", &redact_raw_lines(&self.raw))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
