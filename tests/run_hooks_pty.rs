@@ -153,7 +153,16 @@ fn iec_meter(
     let mut buf = [0u8; 64];
     while !stop.load(Ordering::Relaxed) {
         match master.read(&mut buf) {
-            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(n) if n > 0 => {
+                // An `o` meter's sends go out 7E1 over the 8N1 line, as Tasmota sends them: a
+                // byte with odd parity is one the meter would drop.
+                for &b in &buf[..n] {
+                    if b.count_ones() % 2 != 0 {
+                        note(format!("odd parity byte {b:02X}"));
+                    }
+                    got.push(b & 0x7f);
+                }
+            }
             _ => {}
         }
         let baud = slave.baud_rate().unwrap_or(0);

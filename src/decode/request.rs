@@ -16,29 +16,31 @@ use crate::script::model::{Decoding, Meter, MeterSource};
 /// 0x20), Kamstrup CRC, stuffing and framing, PZEM address and checksum; other types send the
 /// bytes as written.
 pub fn frame(meter: &Meter) -> Vec<Vec<u8>> {
-    let blocks = &meter.requests.blocks;
+    meter
+        .requests
+        .blocks
+        .iter()
+        .map(|b| frame_block(meter, b))
+        .collect()
+}
+
+/// One block framed as the meter's type frames it. Also what a script's `sml(m 1 "hex")` sends: Tasmota
+/// sends those bytes through the same framing (Modbus CRC, Kamstrup stuffing, `o` parity), so a meter
+/// at 7E1 or a Modbus slave reads them.
+pub fn frame_block(meter: &Meter, block: &crate::script::model::RequestBlock) -> Vec<u8> {
     let parity = meter
         .options
         .so2_flags
         .is_none_or(|f| f & obis::request::NO_PARITY_FLAG == 0);
     match &meter.decoding {
         Decoding::Modbus(_) if matches!(meter.source, MeterSource::ModbusTcp { .. }) => {
-            blocks.iter().map(modbus::request::tcp).collect()
+            modbus::request::tcp(block)
         }
-        Decoding::Modbus(_) => blocks.iter().map(modbus::request::rtu).collect(),
-        Decoding::Obis(_) if parity => blocks
-            .iter()
-            .map(|b| obis::request::even_parity(&b.bytes))
-            .collect(),
-        Decoding::Kamstrup(_) => blocks
-            .iter()
-            .map(|b| kamstrup::request::frame(&b.bytes))
-            .collect(),
-        Decoding::Pzem(_) => blocks
-            .iter()
-            .map(|b| pzem::request::frame(&b.bytes))
-            .collect(),
-        _ => blocks.iter().map(|b| b.bytes.clone()).collect(),
+        Decoding::Modbus(_) => modbus::request::rtu(block),
+        Decoding::Obis(_) if parity => obis::request::even_parity(&block.bytes),
+        Decoding::Kamstrup(_) => kamstrup::request::frame(&block.bytes),
+        Decoding::Pzem(_) => pzem::request::frame(&block.bytes),
+        _ => block.bytes.clone(),
     }
 }
 

@@ -416,6 +416,9 @@ impl LinkDriver {
                         }
                     }
                     MeterCommand::Send(bytes) => {
+                        // Framed as Tasmota's SML_Write frames it: parity, CRC, stuffing.
+                        let block = crate::script::model::RequestBlock { raw: false, bytes };
+                        let bytes = crate::decode::request::frame_block(&self.meter, &block);
                         debug!("{}: sending {} bytes for the script", self.label(), bytes.len());
                         if let Err(e) = link.write_all(&bytes).await {
                             return (Ending::Dropped(format!("write: {e}")), got_bytes);
