@@ -16,6 +16,8 @@ only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod bytes;
+pub mod can;
+pub mod counter;
 pub mod kamstrup;
 pub mod modbus;
 pub mod obis;
@@ -214,6 +216,11 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
         Decoding::Sml(_) => Ok(Box::new(sml::SmlDecoder::new(meter))),
         Decoding::Modbus(_) => Ok(Box::new(modbus::ModbusDecoder::new(meter))),
+        Decoding::Can(_) => Ok(Box::new(can::CanDecoder::new(meter))),
+        Decoding::Counter { .. } => Ok(Box::new(counter::CounterDecoder::new(
+            meter,
+            counter::store::global(),
+        ))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),
