@@ -242,6 +242,12 @@ pub async fn run_with(
     let mut task_meter = HashMap::new();
     // The hooks' commands to each meter (baud switches, requests, decoder resets).
     let mut meter_commands = HashMap::new();
+    // The `c` meters' pulse counts, saved in the last run (before `>B` may set one).
+    if let Err(e) = crate::decode::counter::store::global()
+        .open(&config.script, config.hooks.state_dir.as_deref())
+    {
+        warn!("{e}; the pulse counters start from 0");
+    }
     let bindings = with_script_addresses(&config.script, &config.bindings);
     for b in &bindings {
         let meter = Arc::new(
@@ -555,6 +561,9 @@ impl ActionLog {
                 HookAction::Link(HostCommand::Send { meter, bytes }) => {
                     self.send_to_meter_number(meter, MeterCommand::Send(bytes))
                 }
+                HookAction::Link(HostCommand::SetCounter { counter, value }) => {
+                    self.set_counter(counter, value)
+                }
                 HookAction::Link(other) => self.once(format!(
                     "{other:?}: not supported off the ESP yet; ignored"
                 )),
@@ -574,6 +583,23 @@ impl ActionLog {
             }
         }
         out
+    }
+
+    /// `sensor53 c<n> <v>`: the count is stored (and saved), then the meter's decoder is made
+    /// afresh from it, which publishes it at once, as Tasmota's does.
+    fn set_counter(&mut self, counter: u32, value: f64) {
+        if !(value.is_finite() && value >= 0.0 && value <= u64::MAX as f64) {
+            self.once(format!(
+                "`sensor53 c{counter} {value}` ignored: a count is a whole number from 0"
+            ));
+            return;
+        }
+        match crate::decode::counter::store::global().set_counter(counter, value as u64) {
+            Some(meter) => self.send_to_meter(meter, MeterCommand::ResetDecoder),
+            None => self.once(format!(
+                "`sensor53 c{counter}` ignored: the script has no counter {counter} (`c` meter)"
+            )),
+        }
     }
 
     fn send_to_meter_number(&mut self, meter: u32, command: MeterCommand) {
