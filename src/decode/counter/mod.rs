@@ -94,7 +94,6 @@ pub struct CounterDecoder<'s> {
     /// Timestamp of the last counted pulse, and when it was seen.
     last_pulse: Option<(u64, Instant)>,
     rate: f64,
-    started: bool,
     partial: Vec<u8>,
     offset: u64,
     last_byte_at: Option<Instant>,
@@ -117,7 +116,7 @@ impl<'s> CounterDecoder<'s> {
         } else {
             Debounce::Interrupt { ns: ms * 1_000_000 }
         };
-        CounterDecoder {
+        let mut decoder = CounterDecoder {
             meter: meter.index,
             metrics,
             debounce,
@@ -127,13 +126,16 @@ impl<'s> CounterDecoder<'s> {
             pending_fall: None,
             last_pulse: None,
             rate: 0.0,
-            started: false,
             partial: Vec::new(),
             offset: 0,
             last_byte_at: None,
             events: VecDeque::new(),
             stats: DecodeStats::default(),
-        }
+        };
+        // The stored count at once, as Tasmota injects it at start: also after `sensor53 c1 v`,
+        // whose new decoder may see no edge for a long time.
+        decoder.publish();
+        decoder
     }
 
     /// Publish the count and the rate.
@@ -247,10 +249,6 @@ impl<'s> CounterDecoder<'s> {
 
 impl Decoder for CounterDecoder<'_> {
     fn handle_bytes(&mut self, now: Instant, bytes: &[u8]) {
-        if !self.started {
-            self.started = true;
-            self.publish();
-        }
         if bytes.is_empty() {
             return;
         }
