@@ -87,7 +87,11 @@ const REGISTERS: &[(u8, f64)] = &[
 
 #[test]
 fn the_huawei_script_unchanged_polls_the_simulated_rectifier_and_publishes_its_values() {
-    let bus = Bus::start(huawei(REGISTERS.to_vec()), Vec::new(), Duration::from_millis(20));
+    let bus = Bus::start(
+        huawei(REGISTERS.to_vec()),
+        Vec::new(),
+        Duration::from_millis(20),
+    );
     let (cfg, published) = config(&huawei_script(), bus.port);
     let run = start_sml(cfg);
     let complete = |p: &Published| {
@@ -137,14 +141,20 @@ fn garbage_and_other_ids_on_the_bus_publish_nothing_wrong() {
     };
     // A length byte of 15 (garbage), another device on the bus with the same layout, good frames.
     let mut broadcast = vec![0x10, 0x01, 0x24, 0x80, 0x0F];
-    broadcast.extend(CanFrame {
-        id: 0x1001_2481 | EXTENDED_FLAG,
-        data: vec![0x00, 0x99, 0x00, 0x00, 0x00],
-    }
-    .encode());
+    broadcast.extend(
+        CanFrame {
+            id: 0x1001_2481 | EXTENDED_FLAG,
+            data: vec![0x00, 0x99, 0x00, 0x00, 0x00],
+        }
+        .encode(),
+    );
     broadcast.extend(good_s1.encode());
     broadcast.extend(good_r1.encode());
-    let bus = Bus::start(Box::new(|_| Vec::new()), broadcast, Duration::from_millis(50));
+    let bus = Bus::start(
+        Box::new(|_| Vec::new()),
+        broadcast,
+        Duration::from_millis(50),
+    );
     let (cfg, published) = config(SOREL, bus.port);
     let run = start_sml(cfg);
     assert!(
@@ -163,7 +173,11 @@ fn garbage_and_other_ids_on_the_bus_publish_nothing_wrong() {
         let sorel = s["CAN"].as_object().unwrap();
         // `uuUU` (little endian) D2 00 is 210, / 10; never the other device's 0x99 and never S2
         // (its frame never came).
-        assert_eq!(sorel.get("S1").and_then(|v| v.as_f64()).unwrap_or(21.0), 21.0, "{s}");
+        assert_eq!(
+            sorel.get("S1").and_then(|v| v.as_f64()).unwrap_or(21.0),
+            21.0,
+            "{s}"
+        );
         assert!(!sorel.contains_key("S2"), "{s}");
         if let Some(r1) = sorel.get("R1") {
             // `ss` is the signed byte 0xFF = -1, divided by -0.01.
@@ -211,4 +225,17 @@ fn a_vcan_interface_gets_the_frames_of_the_bus() {
             .unwrap();
         assert_eq!(&buf[..n], frame.encode().as_slice());
     });
+}
+
+#[test]
+fn a_can_port_for_a_meter_that_is_not_can_is_refused_with_what_the_user_wrote() {
+    let script = sml::script::compile(b">D\n>M 1\n+1,3,o,0,9600,OBIS\n1,1.8.0(@1,E,kWh,E,3\n#\n")
+        .script
+        .unwrap();
+    let binding: Binding = "1=can:can0".parse().unwrap();
+    let e = sml::runner::check_bindings(&script, &[binding], &sml::runner::default_decoders())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--port 1=can:can0"), "{e}");
+    assert!(e.contains("'o' meter"), "{e}");
 }

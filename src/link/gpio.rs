@@ -90,7 +90,9 @@ mod tests {
 
     #[test]
     fn a_chip_that_does_not_exist_fails_cleanly() {
-        let e = GpioLink::open(Path::new("/nonexistent/gpiochip9"), 17).err().unwrap();
+        let e = GpioLink::open(Path::new("/nonexistent/gpiochip9"), 17)
+            .err()
+            .unwrap();
         assert!(!e.to_string().is_empty());
     }
 }

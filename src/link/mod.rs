@@ -56,18 +56,18 @@ impl Link {
             Source::Replay(path) => {
                 Link::Replay(replay::ReplayLink::open(path, settings, speed).await?)
             }
-            Source::Can(interface) => {
-                Link::Can(can::CanLink::open(interface).map_err(|source| LinkError::Io {
+            Source::Can(interface) => Link::Can(can::CanLink::open(interface).map_err(
+                |source| LinkError::Io {
                     what: format!("CAN interface {interface}"),
                     source,
-                })?)
-            }
-            Source::Gpio { chip, line } => {
-                Link::Gpio(gpio::GpioLink::open(chip, *line).map_err(|source| LinkError::Io {
+                },
+            )?),
+            Source::Gpio { chip, line } => Link::Gpio(gpio::GpioLink::open(chip, *line).map_err(
+                |source| LinkError::Io {
                     what: format!("GPIO line {line} of {}", chip.display()),
                     source,
-                })?)
-            }
+                },
+            )?),
         })
     }
 

@@ -15,12 +15,18 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Serial(PathBuf),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Replay(PathBuf),
     /// A SocketCAN interface (`can0`, `vcan0`).
     Can(String),
     /// A line (offset) of a GPIO character device.
-    Gpio { chip: PathBuf, line: u32 },
+    Gpio {
+        chip: PathBuf,
+        line: u32,
+    },
 }
 
 /// A meter index bound to a source: `1=/dev/ttyUSB0`.
@@ -261,7 +267,12 @@ mod tests {
             }
         );
         assert_eq!(gpio.to_string(), "2=gpio:/dev/gpiochip0:17");
-        for bad in ["1=can:", "1=gpio:gpiochip0", "1=gpio:gpiochip0:x", "1=gpio::3"] {
+        for bad in [
+            "1=can:",
+            "1=gpio:gpiochip0",
+            "1=gpio:gpiochip0:x",
+            "1=gpio::3",
+        ] {
             let e = bad.parse::<Binding>().unwrap_err().to_string();
             assert!(e.contains(&format!("'{}'", &bad[2..])), "{e}");
         }

@@ -107,6 +107,10 @@ pub enum RunError {
     BoundTwice(Binding, Binding, MeterIndex),
     #[error("the script has no meter (>M section)")]
     NoMeters,
+    /// `can:` for a meter that is not `C`, `gpio:` for one that is not `c`: its decoder would read
+    /// frames or edges as a byte stream.
+    #[error("--port {0}: meter {1} is a '{2}' meter; {3}")]
+    WrongKindOfSource(Binding, MeterIndex, char, &'static str),
     #[error(transparent)]
     Unsupported(#[from] UnsupportedMeter),
     #[error(transparent)]
@@ -192,6 +196,19 @@ pub fn check_bindings(
         }
         if let Some(first) = seen.insert(b.meter, b) {
             return Err(RunError::BoundTwice(first.clone(), b.clone(), b.meter));
+        }
+        let letter = script
+            .meter(b.meter)
+            .map_or(' ', |m| m.decoding.type_letter());
+        let wrong = match (&b.source, letter) {
+            (crate::link::Source::Can(_), l) if l != 'C' => Some("can: is for CAN ('C') meters"),
+            (crate::link::Source::Gpio { .. }, l) if l != 'c' => {
+                Some("gpio: is for pulse counters ('c' meters)")
+            }
+            _ => None,
+        };
+        if let Some(why) = wrong {
+            return Err(RunError::WrongKindOfSource(b.clone(), b.meter, letter, why));
         }
     }
     let bound: BTreeSet<MeterIndex> = seen.keys().copied().collect();

@@ -55,17 +55,18 @@ fn an_extended_frame_matches_the_bare_identifier_of_the_metric_line() {
 fn frames_split_anywhere_decode_the_same() {
     let mut stream = Vec::new();
     for reg in [0x70u8, 0x75] {
-        stream.extend(frame(
-            0x9081_407F,
-            &[0x01, reg, 0, 0, 0, 0, 0x04, 0x00],
-        ));
+        stream.extend(frame(0x9081_407F, &[0x01, reg, 0, 0, 0, 0, 0x04, 0x00]));
     }
     let now = Instant::now();
     for cut in 0..stream.len() {
         let mut d = decoder(HUAWEI);
         d.handle_bytes(now, &stream[..cut]);
         d.handle_bytes(now, &stream[cut..]);
-        assert_eq!(numbers(&events(&mut d)), vec![(1, 1.0), (2, 1.0)], "cut {cut}");
+        assert_eq!(
+            numbers(&events(&mut d)),
+            vec![(1, 1.0), (2, 1.0)],
+            "cut {cut}"
+        );
     }
 }
 
@@ -119,7 +120,9 @@ fn a_record_cut_by_the_end_or_by_silence_is_truncated_and_publishes_nothing() {
 fn the_request_block_goes_out_every_period_as_a_frame_record() {
     let mut d = decoder(HUAWEI);
     let t0 = Instant::now();
-    let sent = d.poll_transmit(t0).expect("the first request is due at once");
+    let sent = d
+        .poll_transmit(t0)
+        .expect("the first request is due at once");
     assert_eq!(
         CanFrame::decode(&sent),
         Some(CanFrame {

@@ -261,7 +261,10 @@ impl Decoder for CounterDecoder<'_> {
             if r[0] > 1 {
                 self.reject(DecodeError::Malformed {
                     offset: (self.offset + at as u64) as usize,
-                    why: format!("edge level byte {:02X} is neither 0 nor 1; resynchronising", r[0]),
+                    why: format!(
+                        "edge level byte {:02X} is neither 0 nor 1; resynchronising",
+                        r[0]
+                    ),
                 });
                 at += 1;
                 self.stats.bytes_skipped += 1;

@@ -104,7 +104,9 @@ impl CounterStore {
     /// `None` when the script has no n-th counter.
     pub fn set_counter(&self, n: u32, value: u64) -> Option<MeterIndex> {
         let mut inner = self.lock();
-        let meter = *inner.counters.get(usize::try_from(n).ok()?.checked_sub(1)?)?;
+        let meter = *inner
+            .counters
+            .get(usize::try_from(n).ok()?.checked_sub(1)?)?;
         inner.counts.insert(meter, value);
         inner.dirty = true;
         save(&mut inner);

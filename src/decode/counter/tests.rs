@@ -17,7 +17,13 @@ const MS: u64 = 1_000_000;
 
 fn edges(list: &[(bool, u64)]) -> Vec<u8> {
     list.iter()
-        .flat_map(|&(high, ms)| Edge { high, at_ns: ms * MS }.encode())
+        .flat_map(|&(high, ms)| {
+            Edge {
+                high,
+                at_ns: ms * MS,
+            }
+            .encode()
+        })
         .collect()
 }
 
@@ -53,11 +59,22 @@ fn falling_edges_count_and_the_rate_is_pulses_per_minute() {
     // Idle high, then three pulses 600 ms apart: 100 per minute.
     d.handle_bytes(
         now,
-        &edges(&[(true, 0), (false, 1000), (true, 1100), (false, 1600), (true, 1700), (false, 2200)]),
+        &edges(&[
+            (true, 0),
+            (false, 1000),
+            (true, 1100),
+            (false, 1600),
+            (true, 1700),
+            (false, 2200),
+        ]),
     );
     let (t, errors) = run(&mut d);
     assert_eq!(errors, 0);
-    assert_eq!(t.first(), Some(&(0.0, 0.0)), "the count is published at start");
+    assert_eq!(
+        t.first(),
+        Some(&(0.0, 0.0)),
+        "the count is published at start"
+    );
     assert_eq!(t.last(), Some(&(0.03, 100.0)));
     assert_eq!(store.get(1), 3);
 }
@@ -91,7 +108,10 @@ fn the_rate_falls_to_zero_after_five_seconds_without_a_pulse() {
     let m = meter(GAS);
     let mut d = CounterDecoder::new(&m, &store);
     let t0 = Instant::now();
-    d.handle_bytes(t0, &edges(&[(true, 0), (false, 1000), (true, 1100), (false, 2000)]));
+    d.handle_bytes(
+        t0,
+        &edges(&[(true, 0), (false, 1000), (true, 1100), (false, 2000)]),
+    );
     assert_eq!(run(&mut d).0.last(), Some(&(0.02, 60.0)));
     assert_eq!(d.poll_timeout(), Some(t0 + RATE_TIMEOUT));
     d.handle_timeout(t0 + RATE_TIMEOUT);
@@ -106,7 +126,16 @@ fn in_poll_mode_a_fall_counts_once_the_line_stayed_low_for_six_polls() {
     let mut d = CounterDecoder::new(&m, &store);
     let t0 = Instant::now();
     // Low for 30 ms (< 60 ms): bounce; low for 80 ms: a pulse.
-    d.handle_bytes(t0, &edges(&[(true, 0), (false, 100), (true, 130), (false, 500), (true, 580)]));
+    d.handle_bytes(
+        t0,
+        &edges(&[
+            (true, 0),
+            (false, 100),
+            (true, 130),
+            (false, 500),
+            (true, 580),
+        ]),
+    );
     let (_, errors) = run(&mut d);
     assert_eq!((store.get(1), errors), (1, 1));
     // A fall still low when its six polls are over counts on the timeout.
