@@ -95,6 +95,8 @@ pub struct CanDecoder {
     /// Offset in the stream of `pending[0]`, for error messages.
     offset: u64,
     last_byte_at: Option<Instant>,
+    /// Bytes are being dropped to find the next record (its rejection is already counted).
+    resyncing: bool,
     events: VecDeque<DecodeEvent>,
     stats: DecodeStats,
     can: CanStats,
@@ -112,6 +114,7 @@ impl CanDecoder {
             pending: Vec::new(),
             offset: 0,
             last_byte_at: None,
+            resyncing: false,
             events: VecDeque::new(),
             stats: DecodeStats::default(),
             can: CanStats::default(),
@@ -130,11 +133,14 @@ impl CanDecoder {
             }
             let dlc = usize::from(self.pending[4]);
             if dlc > MAX_DATA {
-                let error = DecodeError::Malformed {
-                    offset: (self.offset + 4) as usize,
-                    why: format!("CAN length byte {dlc} is above {MAX_DATA}; resynchronising"),
-                };
-                self.reject(error);
+                // One rejection per lost alignment, not one per byte dropped while finding it.
+                if !self.resyncing {
+                    self.resyncing = true;
+                    self.reject(DecodeError::Malformed {
+                        offset: (self.offset + 4) as usize,
+                        why: format!("CAN length byte {dlc} is above {MAX_DATA}; resynchronising"),
+                    });
+                }
                 // No sync marker: drop one byte and try the next alignment.
                 self.pending.remove(0);
                 self.offset += 1;
@@ -145,6 +151,7 @@ impl CanDecoder {
             if self.pending.len() < 5 + dlc {
                 return;
             }
+            self.resyncing = false;
             let record: Vec<u8> = self.pending.drain(..5 + dlc).collect();
             self.offset += record.len() as u64;
             self.match_frame(&record);

@@ -95,6 +95,8 @@ pub struct CounterDecoder<'s> {
     last_pulse: Option<(u64, Instant)>,
     rate: f64,
     partial: Vec<u8>,
+    /// Bytes are being dropped to find the next record (its rejection is already counted).
+    resyncing: bool,
     offset: u64,
     last_byte_at: Option<Instant>,
     events: VecDeque<DecodeEvent>,
@@ -127,6 +129,7 @@ impl<'s> CounterDecoder<'s> {
             last_pulse: None,
             rate: 0.0,
             partial: Vec::new(),
+            resyncing: false,
             offset: 0,
             last_byte_at: None,
             events: VecDeque::new(),
@@ -259,13 +262,18 @@ impl Decoder for CounterDecoder<'_> {
         while self.partial.len() - at >= RECORD {
             let r = &self.partial[at..at + RECORD];
             if r[0] > 1 {
-                self.reject(DecodeError::Malformed {
-                    offset: (self.offset + at as u64) as usize,
-                    why: format!(
+                // One rejection per lost alignment, not one per byte dropped while finding it.
+                if !self.resyncing {
+                    self.resyncing = true;
+                    let why = format!(
                         "edge level byte {:02X} is neither 0 nor 1; resynchronising",
                         r[0]
-                    ),
-                });
+                    );
+                    self.reject(DecodeError::Malformed {
+                        offset: (self.offset + at as u64) as usize,
+                        why,
+                    });
+                }
                 at += 1;
                 self.stats.bytes_skipped += 1;
                 continue;
@@ -274,6 +282,7 @@ impl Decoder for CounterDecoder<'_> {
                 high: r[0] == 1,
                 at_ns: u64::from_be_bytes(r[1..].try_into().expect("eight bytes")),
             };
+            self.resyncing = false;
             let offset = self.offset + at as u64;
             at += RECORD;
             self.handle_edge(edge, offset, now);
