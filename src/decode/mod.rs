@@ -16,6 +16,8 @@ only; the runner owns the warnings, rate-limited per meter and kind.
 */
 
 pub mod bytes;
+pub mod can;
+pub mod counter;
 pub mod dlms;
 pub mod ebus;
 pub mod kamstrup;
@@ -247,6 +249,11 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Pzem(_) => Ok(Box::new(pzem::PzemDecoder::new(meter))),
         // An `=so4` key makes a raw meter a DLMS push meter (Tasmota's decrypting HAN parser).
         Decoding::Raw { .. } if dlms::wants(meter) => Ok(Box::new(dlms::DlmsDecoder::new(meter))),
+        Decoding::Can(_) => Ok(Box::new(can::CanDecoder::new(meter))),
+        Decoding::Counter { .. } => Ok(Box::new(counter::CounterDecoder::new(
+            meter,
+            counter::store::global(),
+        ))),
         other => Err(UnsupportedMeter::NotYet {
             index: meter.index,
             letter: other.type_letter(),

@@ -264,14 +264,8 @@ impl ScriptHooks {
             | HostCommand::Queue { .. }) => HookAction::Link(c),
             HostCommand::SavePermanent => HookAction::SavePermanent(self.hooks.permanent_values()),
             HostCommand::Log(text) => HookAction::Log(format!("{}: {text}", self.path)),
-            HostCommand::SetCounter { counter, value } => {
-                match self.first_time(format!(
-                    "`sensor53 c{counter} {value}` ignored: sml has no pulse counters"
-                )) {
-                    Some(w) => HookAction::Log(w),
-                    None => return,
-                }
-            }
+            // The run loop sets the count in the counters' store.
+            c @ HostCommand::SetCounter { .. } => HookAction::Link(c),
             HostCommand::Unsupported(text) => {
                 match self.first_time(format!("`{text}` ignored: it has no meaning off the ESP")) {
                     Some(w) => HookAction::Log(w),

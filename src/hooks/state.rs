@@ -46,7 +46,13 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
 
 /// The saved variables; empty when nothing was saved yet.
 pub fn load(dir: &Path) -> Result<Values, StateError> {
-    let path = dir.join(STATE_FILE);
+    load_file(dir, STATE_FILE)
+}
+
+/// [`load`] for another file of the state directory (the pulse counters' `counters.json`), guarded
+/// the same way.
+pub fn load_file(dir: &Path, name: &str) -> Result<Values, StateError> {
+    let path = dir.join(name);
     if !dir.exists() {
         return Ok(Values::new());
     }
@@ -89,14 +95,19 @@ pub fn load(dir: &Path) -> Result<Values, StateError> {
 
 /// Save the variables atomically: a reader (or a crash) sees the old file or the new one.
 pub fn save(dir: &Path, values: &Values) -> Result<(), StateError> {
+    save_file(dir, STATE_FILE, values)
+}
+
+/// [`save`] to another file of the state directory.
+pub fn save_file(dir: &Path, name: &str, values: &Values) -> Result<(), StateError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(io_error(dir))?;
     check_dir(dir)?;
-    let path = dir.join(STATE_FILE);
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
     match std::fs::remove_file(&tmp) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_error(&tmp)(e)),
         _ => {}

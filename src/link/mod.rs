@@ -8,6 +8,8 @@ async I/O on the one runtime (serial ports through `AsyncFd`), so a thousand met
 small tasks, not a thousand threads.
 */
 
+pub mod can;
+pub mod gpio;
 pub mod replay;
 pub mod serial;
 pub mod source;
@@ -36,6 +38,8 @@ pub enum Link {
     Serial(serial::SerialLink),
     Tcp(tcp::TcpLink),
     Replay(replay::ReplayLink),
+    Can(can::CanLink),
+    Gpio(gpio::GpioLink),
 }
 
 impl Link {
@@ -52,6 +56,18 @@ impl Link {
             Source::Replay(path) => {
                 Link::Replay(replay::ReplayLink::open(path, settings, speed).await?)
             }
+            Source::Can(interface) => Link::Can(can::CanLink::open(interface).map_err(
+                |source| LinkError::Io {
+                    what: format!("CAN interface {interface}"),
+                    source,
+                },
+            )?),
+            Source::Gpio { chip, line } => Link::Gpio(gpio::GpioLink::open(chip, *line).map_err(
+                |source| LinkError::Io {
+                    what: format!("GPIO line {line} of {}", chip.display()),
+                    source,
+                },
+            )?),
         })
     }
 
@@ -62,6 +78,8 @@ impl Link {
             Link::Serial(l) => l.read(buf).await,
             Link::Tcp(l) => l.read(buf).await,
             Link::Replay(l) => l.read(buf).await,
+            Link::Can(l) => l.read(buf).await,
+            Link::Gpio(l) => l.read(buf).await,
         }
     }
 
@@ -69,8 +87,11 @@ impl Link {
         match self {
             Link::Serial(l) => l.write_all(bytes).await,
             Link::Tcp(l) => l.write_all(bytes).await,
+            Link::Can(l) => l.write_all(bytes).await,
             // A capture cannot answer requests: what the meter said is already in it.
             Link::Replay(_) => Ok(()),
+            // A line that is only read: `sml(m 1 ...)` has nothing to go to.
+            Link::Gpio(_) => Ok(()),
         }
     }
 
@@ -83,7 +104,7 @@ impl Link {
     ) -> io::Result<bool> {
         match self {
             Link::Serial(l) => l.set_framing(baud, parity).await.map(|()| true),
-            Link::Tcp(_) | Link::Replay(_) => Ok(false),
+            Link::Tcp(_) | Link::Replay(_) | Link::Can(_) | Link::Gpio(_) => Ok(false),
         }
     }
 

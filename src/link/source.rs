@@ -2,7 +2,9 @@
 Where a meter's bytes come from: `--port N=SOURCE` on the command line, `[ports]` in the config file.
 
 `/dev/ttyUSB0` (any other text) is a serial device, `tcp://host:port` a serial bridge (ser2net,
-ESP-Link), `file:PATH` a recorded capture replayed at the line's byte rate.
+ESP-Link), `file:PATH` a recorded capture replayed at the line's byte rate, `can:IFACE` a SocketCAN
+interface (`C` meters), `gpio:CHIP:LINE` a GPIO line of a character device (`c` counters;
+`gpio:gpiochip0:17` or `gpio:/dev/gpiochip0:17`).
 */
 
 use crate::script::model::MeterIndex;
@@ -13,8 +15,18 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
     Serial(PathBuf),
-    Tcp { host: String, port: u16 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
     Replay(PathBuf),
+    /// A SocketCAN interface (`can0`, `vcan0`).
+    Can(String),
+    /// A line (offset) of a GPIO character device.
+    Gpio {
+        chip: PathBuf,
+        line: u32,
+    },
 }
 
 /// A meter index bound to a source: `1=/dev/ttyUSB0`.
@@ -50,6 +62,10 @@ pub enum SourceError {
     BadIndex(String),
     #[error("'{0}': expected tcp://host:port")]
     BadTcp(String),
+    #[error("'{0}': expected can:INTERFACE, e.g. can:can0")]
+    BadCan(String),
+    #[error("'{0}': expected gpio:CHIP:LINE, e.g. gpio:gpiochip0:17 or gpio:/dev/gpiochip0:17")]
+    BadGpio(String),
     #[error("'{0}': no path given")]
     Empty(String),
     #[error(
@@ -86,6 +102,25 @@ impl FromStr for Source {
             }
             return Ok(Source::Replay(PathBuf::from(path)));
         }
+        if let Some(interface) = s.strip_prefix("can:") {
+            if interface.is_empty() || interface.contains(['/', ' ']) {
+                return Err(SourceError::BadCan(s.into()));
+            }
+            return Ok(Source::Can(interface.to_string()));
+        }
+        if let Some(rest) = s.strip_prefix("gpio:") {
+            let (chip, line) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| SourceError::BadGpio(s.into()))?;
+            let line: u32 = line.parse().map_err(|_| SourceError::BadGpio(s.into()))?;
+            if chip.is_empty() {
+                return Err(SourceError::BadGpio(s.into()));
+            }
+            return Ok(Source::Gpio {
+                chip: super::gpio::chip_path(chip),
+                line,
+            });
+        }
         let path = s.strip_prefix("serial:").unwrap_or(s);
         if path.is_empty() {
             return Err(SourceError::Empty(s.into()));
@@ -101,6 +136,8 @@ impl fmt::Display for Source {
             Source::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             Source::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             Source::Replay(p) => write!(f, "file:{}", p.display()),
+            Source::Can(interface) => write!(f, "can:{interface}"),
+            Source::Gpio { chip, line } => write!(f, "gpio:{}:{line}", chip.display()),
         }
     }
 }
@@ -213,6 +250,32 @@ mod tests {
             "1=file:".parse::<Binding>(),
             Err(SourceError::Empty(_))
         ));
+    }
+
+    #[test]
+    fn can_interfaces_and_gpio_lines_are_sources_too() {
+        assert_eq!(
+            "1=can:vcan0".parse::<Binding>().unwrap().source,
+            Source::Can("vcan0".into())
+        );
+        let gpio = "2=gpio:gpiochip0:17".parse::<Binding>().unwrap();
+        assert_eq!(
+            gpio.source,
+            Source::Gpio {
+                chip: "/dev/gpiochip0".into(),
+                line: 17
+            }
+        );
+        assert_eq!(gpio.to_string(), "2=gpio:/dev/gpiochip0:17");
+        for bad in [
+            "1=can:",
+            "1=gpio:gpiochip0",
+            "1=gpio:gpiochip0:x",
+            "1=gpio::3",
+        ] {
+            let e = bad.parse::<Binding>().unwrap_err().to_string();
+            assert!(e.contains(&format!("'{}'", &bad[2..])), "{e}");
+        }
     }
 
     #[test]

@@ -320,6 +320,10 @@ impl LinkDriver {
         // A capture cannot be asked: its decoder is never told of requests, so it reads the replies
         // in the capture as answers to the request blocks in turn (Modbus).
         let can_ask = !link.ends_for_good();
+        // What a decoder knows before any byte (a pulse counter's stored count) goes out at once.
+        if !self.drain(decoder.as_mut(), state).await {
+            return (Ending::EngineGone, got_bytes);
+        }
         loop {
             while let Some(request) = can_ask
                 .then(|| decoder.poll_transmit(Instant::now()))

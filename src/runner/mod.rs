@@ -111,6 +111,10 @@ pub enum RunError {
     BoundTwice(Binding, Binding, MeterIndex),
     #[error("the script has no meter (>M section)")]
     NoMeters,
+    /// `can:` for a meter that is not `C`, `gpio:` for one that is not `c`: its decoder would read
+    /// frames or edges as a byte stream.
+    #[error("--port {0}: meter {1} is a '{2}' meter; {3}")]
+    WrongKindOfSource(Binding, MeterIndex, char, &'static str),
     #[error(transparent)]
     Unsupported(#[from] UnsupportedMeter),
     #[error(transparent)]
@@ -196,6 +200,19 @@ pub fn check_bindings(
         }
         if let Some(first) = seen.insert(b.meter, b) {
             return Err(RunError::BoundTwice(first.clone(), b.clone(), b.meter));
+        }
+        let letter = script
+            .meter(b.meter)
+            .map_or(' ', |m| m.decoding.type_letter());
+        let wrong = match (&b.source, letter) {
+            (crate::link::Source::Can(_), l) if l != 'C' => Some("can: is for CAN ('C') meters"),
+            (crate::link::Source::Gpio { .. }, l) if l != 'c' => {
+                Some("gpio: is for pulse counters ('c' meters)")
+            }
+            _ => None,
+        };
+        if let Some(why) = wrong {
+            return Err(RunError::WrongKindOfSource(b.clone(), b.meter, letter, why));
         }
     }
     let bound: BTreeSet<MeterIndex> = seen.keys().copied().collect();
@@ -385,6 +402,12 @@ pub async fn run_reloadable(
         Some(path) => Some(crate::hooks::user::UserRhai::load(path)?),
         None => None,
     };
+    // The `c` meters' pulse counts, saved in the last run (before `>B` may set one).
+    if let Err(e) = crate::decode::counter::store::global()
+        .open(&config.script, config.hooks.state_dir.as_deref())
+    {
+        warn!("{e}; the pulse counters start from 0");
+    }
     let mut meters = Meters::start(&config, &decoders, shard);
     let mqtt_sink = matches!(
         config.sink,
@@ -734,6 +757,9 @@ impl ActionLog {
                     Ok(request) => self.send_to_meter_number(meter, MeterCommand::Queue(request)),
                     Err(why) => self.once(format!("sml({meter} 3 \"{text}\"): {why}; not sent")),
                 },
+                HookAction::Link(HostCommand::SetCounter { counter, value }) => {
+                    self.set_counter(counter, value)
+                }
                 HookAction::Link(other) => self.once(format!(
                     "{other:?}: not supported off the ESP yet; ignored"
                 )),
@@ -753,6 +779,23 @@ impl ActionLog {
             }
         }
         out
+    }
+
+    /// `sensor53 c<n> <v>`: the count is stored (and saved), then the meter's decoder is made
+    /// afresh from it, which publishes it at once, as Tasmota's does.
+    fn set_counter(&mut self, counter: u32, value: f64) {
+        if !(value.is_finite() && value >= 0.0 && value <= u64::MAX as f64) {
+            self.once(format!(
+                "`sensor53 c{counter} {value}` ignored: a count is a whole number from 0"
+            ));
+            return;
+        }
+        match crate::decode::counter::store::global().set_counter(counter, value as u64) {
+            Some(meter) => self.send_to_meter(meter, MeterCommand::ResetDecoder),
+            None => self.once(format!(
+                "`sensor53 c{counter}` ignored: the script has no counter {counter} (`c` meter)"
+            )),
+        }
     }
 
     fn send_to_meter_number(&mut self, meter: u32, command: MeterCommand) {
