@@ -1003,8 +1003,10 @@ mod tests {
         assert!(still_stuck, "the spool writer was blocked all along");
         let want: Vec<String> = (0..PAYLOADS).map(|n| format!("{{\"n\":{n}}}")).collect();
         assert_eq!(got, want);
+        // A spool write on the runtime would hold the timer for as long as the pipe stays full
+        // (the whole test); 1 s leaves a loaded machine's scheduling out of the verdict.
         assert!(
-            worst < Duration::from_millis(50),
+            worst < Duration::from_secs(1),
             "a meter's timer was {worst:?} late"
         );
         assert_eq!((report.delivered, report.left_queued), (PAYLOADS as u64, 0));
