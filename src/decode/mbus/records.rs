@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 /// The fixed data header of a variable-data response (CI 72/76: 12 bytes; CI 7A: 4).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Header {
-    /// The identification number (8 BCD digits), as printed on the meter.
-    pub id: Option<u32>,
+    /// The identification number (8 BCD digits, most significant first), as printed on the
+    /// meter; hex digits kept as sent.
+    pub id: Option<String>,
     /// The three-letter manufacturer code (FLAG id).
     pub manufacturer: Option<String>,
     pub version: Option<u8>,
@@ -93,6 +94,10 @@ impl Record {
     /// data: the pattern is the record's DIF..VIFE bytes, then the data mask; the divisor undoes
     /// the VIF's power of ten so the value comes out in `unit`.
     pub fn tasmota_line(&self, meter: u8, name: &str) -> Option<String> {
+        if self.head.is_empty() {
+            // A fixed-structure counter: no DIF/VIF to anchor a pattern on.
+            return None;
+        }
         let mask = self.field.tasmota_mask()?;
         let mut line = format!("{meter},");
         for b in &self.head {
@@ -124,6 +129,8 @@ pub struct Records {
     pub records: Vec<Record>,
     /// Manufacturer-specific data after DIF 0F/1F: its offset and length.
     pub manufacturer_data: Option<(usize, usize)>,
+    /// The data ended with DIF 1F: the meter has more records in its next telegram.
+    pub more_records_follow: bool,
     /// Where and why the walk stopped early (a record running past the end, an unknown CI).
     pub error: Option<(usize, String)>,
 }
@@ -146,7 +153,7 @@ pub fn records(frame: &[u8]) -> Records {
                 return out;
             };
             out.header = Some(Header {
-                id: bcd(&h[0..4]).map(|v| v as u32),
+                id: Some(hex_le(&h[0..4])),
                 manufacturer: Some(manufacturer(u16::from_le_bytes([h[4], h[5]]))),
                 version: Some(h[6]),
                 medium: Some(h[7]),
@@ -171,6 +178,10 @@ pub fn records(frame: &[u8]) -> Records {
             at += 4;
         }
         0x78 => {}
+        0x73 | 0x77 => {
+            fixed(frame, end, &mut out);
+            return out;
+        }
         other => {
             out.error = Some((6, format!("CI {other:02X} is no variable-data response")));
             return out;
@@ -184,6 +195,7 @@ pub fn records(frame: &[u8]) -> Records {
             }
             Ok(Step::Filler) => at += 1,
             Ok(Step::Manufacturer) => {
+                out.more_records_follow = frame[at] == 0x1F;
                 out.manufacturer_data = Some((at + 1, end - at - 1));
                 break;
             }
@@ -194,6 +206,62 @@ pub fn records(frame: &[u8]) -> Records {
         }
     }
     out
+}
+
+/// The fixed data structure (CI 73/77): id, access, status, medium and units, two counters (BCD
+/// unless status bit 7 says binary).
+fn fixed(frame: &[u8], end: usize, out: &mut Records) {
+    let at = 7;
+    let Some(h) = frame.get(at..at + 16).filter(|_| at + 16 <= end) else {
+        out.error = Some((at, "fixed data structure (16 bytes) runs past the frame".into()));
+        return;
+    };
+    out.header = Some(Header {
+        id: Some(hex_le(&h[0..4])),
+        manufacturer: None,
+        version: None,
+        medium: Some((h[6] >> 6) | ((h[7] >> 4) & 0x0c)),
+        access: h[4],
+        status: h[5],
+    });
+    let binary = h[5] & 0x80 != 0;
+    for (i, unit_byte) in [h[6], h[7]].into_iter().enumerate() {
+        let offset = at + 8 + 4 * i;
+        let d = &frame[offset..offset + 4];
+        let (field, value) = if binary {
+            let v = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+            (DataField::Int(4), RecordValue::Number(f64::from(v)))
+        } else {
+            (
+                DataField::Bcd(8),
+                bcd(d).map_or_else(|| RecordValue::Text(hex_le(d)), |v| RecordValue::Number(v as f64)),
+            )
+        };
+        let unit = match unit_byte & 0x3f {
+            0x05 => "kWh",
+            0x06 => "MWh",
+            0x0E => "GJ",
+            0x29 => "l",
+            0x2A => "m^3",
+            _ => "",
+        };
+        out.records.push(Record {
+            offset,
+            data_offset: offset,
+            data_len: 4,
+            head: Vec::new(),
+            field,
+            function: 0,
+            storage: 0,
+            tariff: 0,
+            subunit: 0,
+            quantity: "Counter",
+            unit,
+            exponent: 0,
+            scale: 1.0,
+            value,
+        });
+    }
 }
 
 enum Step {
@@ -333,6 +401,11 @@ fn record(frame: &[u8], start: usize, end: usize) -> Result<Step, String> {
                 }
                 0xE0..=0xEF => {
                     let n = usize::from(lvar & 0x0f);
+                    let d = slice(frame, at + 1, n, end, start)?;
+                    (n, RecordValue::Text(hex_le(d)))
+                }
+                0xF0..=0xFA => {
+                    let n = 4 * usize::from(lvar - 0xEC);
                     let d = slice(frame, at + 1, n, end, start)?;
                     (n, RecordValue::Text(hex_le(d)))
                 }

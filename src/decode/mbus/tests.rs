@@ -60,7 +60,7 @@ fn the_walker_reads_each_record_with_its_offset_unit_and_storage() {
     let r = records(&f);
     assert_eq!(r.error, None);
     let h = r.header.unwrap();
-    assert_eq!(h.id, Some(12345678));
+    assert_eq!(h.id.as_deref(), Some("12345678"));
     assert_eq!(h.manufacturer.as_deref(), Some("PAD"));
     assert_eq!(r.records.len(), 5);
     let e = &r.records[0];
