@@ -30,9 +30,15 @@ use crate::script::model::{EntryNo, MeterIndex};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The Tasmota script (`>D ... >M ... #`).
-    pub script: PathBuf,
+    #[arg(required_unless_present = "explain")]
+    pub script: Option<PathBuf>,
     /// The recorded bytes of the meter (raw; with --hex, hex text); `-` reads standard input.
-    pub capture: PathBuf,
+    #[arg(required_unless_present = "explain")]
+    pub capture: Option<PathBuf>,
+    /// Explain the M-Bus long frames in this capture (no script needed): each record's byte
+    /// offset, meaning and value, and a ready `r` metric line that reads it.
+    #[arg(long, value_name = "CAPTURE", conflicts_with_all = ["script", "capture"])]
+    pub explain: Option<PathBuf>,
     /// Which meter of the script the bytes come from.
     #[arg(long, default_value_t = 1)]
     pub meter: MeterIndex,
@@ -55,6 +61,24 @@ pub struct Args {
     pub rhai: Option<PathBuf>,
 }
 
+/// `--explain`: the M-Bus frames of a capture, record by record. Exits 1 when it holds none.
+fn explain(path: &std::path::Path, is_hex: bool) -> anyhow::Result<ExitCode> {
+    let name = path.display().to_string();
+    let raw = std::fs::read(path).with_context(|| format!("reading {name}"))?;
+    let bytes = if is_hex {
+        hex::decode(&raw).with_context(|| format!("{name} is not hex"))?
+    } else {
+        raw
+    };
+    let explained = crate::decode::mbus::explain(&bytes);
+    println!("{}", explained.text);
+    Ok(if explained.good > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
         .map_err(|e| format!("{e} (expected 2024-03-04T11:25:20)"))
@@ -71,8 +95,14 @@ const FEED: usize = 4096;
 const ERRORS_SHOWN_PER_KIND: u32 = 10;
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let script_path = args.script.display().to_string();
-    let source = crate::script::read_script(&args.script)?;
+    if let Some(path) = &args.explain {
+        return explain(path, args.hex);
+    }
+    let (Some(script_arg), Some(capture_arg)) = (&args.script, &args.capture) else {
+        bail!("sml decode needs a SCRIPT and a CAPTURE (or --explain CAPTURE)");
+    };
+    let script_path = script_arg.display().to_string();
+    let source = crate::script::read_script(script_arg)?;
     let options = crate::script::CompileOptions {
         defines: args.defines.clone(),
     };
@@ -95,12 +125,12 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let mut decoder = decoder_for(meter)?;
-    let capture_name = args.capture.display().to_string();
+    let capture_name = capture_arg.display().to_string();
     let capture: Box<dyn Read> = if capture_name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(
-            std::fs::File::open(&args.capture)
+            std::fs::File::open(capture_arg)
                 .with_context(|| format!("reading {capture_name}"))?,
         )
     };

@@ -13,9 +13,11 @@ record type does not carry, and it splits into four crates (with a wireless laye
 here a few hundred lines. Sans-IO, no allocation per byte, fuzzed (`fuzz/fuzz_targets/mbus.rs`).
 */
 
+pub mod explain;
 mod records;
 
-pub use records::{records, DataField, Record, RecordValue, Records};
+pub use explain::{explain, Explained};
+pub use records::{records, DataField, Header, Record, RecordValue, Records};
 
 /// Why bytes that start like a long frame are not a good one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -94,8 +94,8 @@ impl Record {
     /// data: the pattern is the record's DIF..VIFE bytes, then the data mask; the divisor undoes
     /// the VIF's power of ten so the value comes out in `unit`.
     pub fn tasmota_line(&self, meter: u8, name: &str) -> Option<String> {
-        if self.head.is_empty() {
-            // A fixed-structure counter: no DIF/VIF to anchor a pattern on.
+        if self.head.is_empty() || matches!(self.value, RecordValue::Time(_)) {
+            // A fixed-structure counter has no DIF/VIF to anchor on; a date is no number.
             return None;
         }
         let mask = self.field.tasmota_mask()?;
