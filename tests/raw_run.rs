@@ -103,3 +103,50 @@ fn the_elster_script_unchanged_publishes_the_simulated_heat_meters_values() {
     server.join().unwrap();
     assert!(status.success(), "sml run exits cleanly on SIGTERM: {status:?}");
 }
+
+#[test]
+fn an_r_upper_meter_is_read_burst_by_burst_after_its_so6_silence() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("raw.sml");
+    std::fs::write(
+        &script,
+        ">D\n>M 1\n+1,3,R,0,9600,RAW\n1,=so6,150\n1,AA55UUuu@1,Value,,v,0\n\
+         1,AA55x2uuUU@10,Other,,o,1\n#\n",
+    )
+    .unwrap();
+    let compiled = sml::script::compile(&std::fs::read(&script).unwrap());
+    let sim = sim::simulate(&compiled.script.unwrap().meters[0]);
+    assert_eq!(sim.telegrams.len(), 1, "both lines fit one burst");
+    assert!(!sim.mbus);
+
+    let port = free_port();
+    start_broker(port);
+    let seen = subscribe(port, "tele/#");
+    let (meter, slave) = TTYPort::pair().unwrap();
+    let path = slave.name().unwrap();
+    std::mem::forget(slave);
+    let mut sml = Command::new(env!("CARGO_BIN_EXE_sml"))
+        .arg("run")
+        .arg(&script)
+        .args(["--port", &format!("1={path}")])
+        .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
+        .args(["--topic", "raw", "--every-telegram"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert_eq!(next_on(&seen, "tele/raw/LWT", WAIT).payload, "Online");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Bursts 500 ms apart: each ends with a silence longer than `=so6,150`.
+    let server = sim::serve_pty(meter, sim, Duration::from_millis(500), stop.clone());
+    let got = next_on(&seen, "tele/raw/SENSOR", WAIT).payload;
+    // Raw 11 for `v`; 18 / 10 for `o` (the values the simulator laid in).
+    assert_eq!(without_time(&got), r#"{"Time":"T","RAW":{"v":11,"o":1.8}}"#);
+    stop.store(true, Ordering::Relaxed);
+    Command::new("kill")
+        .args(["-TERM", &sml.id().to_string()])
+        .status()
+        .unwrap();
+    sml.wait().unwrap();
+    server.join().unwrap();
+}
