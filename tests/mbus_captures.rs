@@ -226,7 +226,10 @@ fn mbus_captures_check_and_reproduce_libmbus() {
     }
     // An exception that no longer applies must go.
     for key in exceptions.keys().filter(|k| !used.contains(*k)) {
-        failures.push(format!("{}\t{}: listed exception no longer needed", key.0, key.1));
+        failures.push(format!(
+            "{}\t{}: listed exception no longer needed",
+            key.0, key.1
+        ));
     }
     println!(
         "mbus captures: {matched}/{asserted} libmbus assertions matched ({} listed exceptions), \

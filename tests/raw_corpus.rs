@@ -79,10 +79,12 @@ fn run_meter(meter: &Meter, sim: &sim::Simulated) -> (Vec<(u16, f64)>, Vec<Strin
     }
     while let Some(ev) = d.poll_event() {
         match ev {
-            DecodeEvent::Telegram(t) => got.extend(t.readings.iter().filter_map(|r| match r.value {
-                Value::Number(v) => Some((r.entry, v)),
-                Value::Text(_) => None,
-            })),
+            DecodeEvent::Telegram(t) => {
+                got.extend(t.readings.iter().filter_map(|r| match r.value {
+                    Value::Number(v) => Some((r.entry, v)),
+                    Value::Text(_) => None,
+                }))
+            }
             DecodeEvent::Error(e) => complaints.push(e.to_string()),
             DecodeEvent::Discarded { .. } => {}
         }
@@ -149,8 +151,16 @@ fn every_raw_script_of_the_corpus_runs_against_a_simulated_meter() {
             }
             let (got, complaints) = run_meter(m, &sim);
             for (entry, want) in &sim.expected {
-                let seen: Vec<f64> = got.iter().filter(|(e, _)| e == entry).map(|(_, v)| *v).collect();
-                if seen.is_empty() || seen.iter().any(|v| (v - want).abs() > 1e-9 * want.abs().max(1.0)) {
+                let seen: Vec<f64> = got
+                    .iter()
+                    .filter(|(e, _)| e == entry)
+                    .map(|(_, v)| *v)
+                    .collect();
+                if seen.is_empty()
+                    || seen
+                        .iter()
+                        .any(|v| (v - want).abs() > 1e-9 * want.abs().max(1.0))
+                {
                     problems.push(format!(
                         "meter {} entry {entry}: published {seen:?}, the meter sent {want}",
                         m.index
@@ -158,7 +168,11 @@ fn every_raw_script_of_the_corpus_runs_against_a_simulated_meter() {
                 }
             }
             if !complaints.is_empty() {
-                problems.push(format!("meter {}: decoder said {}", m.index, complaints.join("; ")));
+                problems.push(format!(
+                    "meter {}: decoder said {}",
+                    m.index,
+                    complaints.join("; ")
+                ));
             }
         }
         if problems.is_empty() {

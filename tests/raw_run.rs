@@ -43,8 +43,18 @@ fn decoded(bytes: &[u8]) -> String {
         .arg(&capture)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    without_time(String::from_utf8(out.stdout).unwrap().lines().next().unwrap())
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    without_time(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -76,7 +86,9 @@ fn the_elster_script_unchanged_publishes_the_simulated_heat_meters_values() {
 
     // Hostile input first: wrong-baud noise (even holding the energy record's bytes), a frame cut
     // short, a frame whose checksum is wrong. None of it may publish anything.
-    let mut noise: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(151) >> 1) as u8).collect();
+    let mut noise: Vec<u8> = (0..300u32)
+        .map(|i| (i.wrapping_mul(151) >> 1) as u8)
+        .collect();
     noise.extend_from_slice(&[0x0C, 0x06, 0x99, 0x99, 0x99, 0x99]);
     meter.write_all(&noise).unwrap();
     // Another energy reading in the frame, the checksum left as it was: wrong.
@@ -90,7 +102,11 @@ fn the_elster_script_unchanged_publishes_the_simulated_heat_meters_values() {
     let stop = Arc::new(AtomicBool::new(false));
     let server = sim::serve_pty(meter, sim, Duration::from_millis(300), stop.clone());
     let got = next_on(&seen, "tele/heat/SENSOR", WAIT).payload;
-    assert_eq!(without_time(&got), want, "the first payload is the good frame's");
+    assert_eq!(
+        without_time(&got),
+        want,
+        "the first payload is the good frame's"
+    );
     let again = next_on(&seen, "tele/heat/SENSOR", WAIT).payload;
     assert_eq!(without_time(&again), want);
 
@@ -101,7 +117,10 @@ fn the_elster_script_unchanged_publishes_the_simulated_heat_meters_values() {
         .unwrap();
     let status = sml.wait().unwrap();
     server.join().unwrap();
-    assert!(status.success(), "sml run exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "sml run exits cleanly on SIGTERM: {status:?}"
+    );
 }
 
 #[test]

@@ -244,7 +244,8 @@ pub fn simulate(meter: &Meter) -> Simulated {
                 // On the first start byte when it fits `68 L L 68`, else on the second.
                 let ok = head.lay(&m.pattern, 0, raw) || head.lay(&m.pattern, 3, raw);
                 if ok {
-                    out.expected.push((m.output.entry, published(raw, &m.pattern, &m.value)));
+                    out.expected
+                        .push((m.output.entry, published(raw, &m.pattern, &m.value)));
                 } else {
                     out.skipped
                         .push((m.output.entry, "conflicts with the frame head".into()));
@@ -253,7 +254,8 @@ pub fn simulate(meter: &Meter) -> Simulated {
             }
             let mut c = Canvas::default();
             if !c.lay(&m.pattern, 0, raw) {
-                out.skipped.push((m.output.entry, "mask cannot be laid".into()));
+                out.skipped
+                    .push((m.output.entry, "mask cannot be laid".into()));
                 continue;
             }
             // Pad the record's data to what its DIF announces, so the records stay aligned.
@@ -268,7 +270,8 @@ pub fn simulate(meter: &Meter) -> Simulated {
                 c.reserve(prefix + n);
             }
             records.extend_from_slice(&c.bytes);
-            out.expected.push((m.output.entry, published(raw, &m.pattern, &m.value)));
+            out.expected
+                .push((m.output.entry, published(raw, &m.pattern, &m.value)));
         }
         let mut frame = head.bytes.clone();
         frame.extend_from_slice(&records);
@@ -280,7 +283,8 @@ pub fn simulate(meter: &Meter) -> Simulated {
                 l
             }
             Some(l) => {
-                out.skipped.push((0, format!("records overflow the fixed length {l}")));
+                out.skipped
+                    .push((0, format!("records overflow the fixed length {l}")));
                 frame.len() - 4
             }
             None => frame.len() - 4,
@@ -298,12 +302,14 @@ pub fn simulate(meter: &Meter) -> Simulated {
             if !canvases.iter_mut().any(|c| c.lay(&m.pattern, 0, raw)) {
                 let mut c = Canvas::default();
                 if !c.lay(&m.pattern, 0, raw) {
-                    out.skipped.push((m.output.entry, "mask cannot be laid".into()));
+                    out.skipped
+                        .push((m.output.entry, "mask cannot be laid".into()));
                     continue;
                 }
                 canvases.push(c);
             }
-            out.expected.push((m.output.entry, published(raw, &m.pattern, &m.value)));
+            out.expected
+                .push((m.output.entry, published(raw, &m.pattern, &m.value)));
         }
         out.telegrams = canvases.into_iter().map(|c| c.bytes).collect();
     }
@@ -371,7 +377,11 @@ fn every_extractor_reads_back_what_encode_wrote() {
             block: None,
         };
         let bytes = encode(e, 81.0).unwrap();
-        assert_eq!(sml::decode::bytes::read(&pattern, &bytes), Ok(81.0), "{e:?}");
+        assert_eq!(
+            sml::decode::bytes::read(&pattern, &bytes),
+            Ok(81.0),
+            "{e:?}"
+        );
     }
 }
 

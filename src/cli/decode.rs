@@ -130,8 +130,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(
-            std::fs::File::open(capture_arg)
-                .with_context(|| format!("reading {capture_name}"))?,
+            std::fs::File::open(capture_arg).with_context(|| format!("reading {capture_name}"))?,
         )
     };
 

@@ -45,7 +45,10 @@ pub fn explain(bytes: &[u8]) -> Explained {
         let _ = writeln!(out.text, "{skipped} bytes outside good long frames skipped");
     }
     if out.good == 0 {
-        let _ = writeln!(out.text, "no good M-Bus long frame (68 L L 68 ... CS 16) found");
+        let _ = writeln!(
+            out.text,
+            "no good M-Bus long frame (68 L L 68 ... CS 16) found"
+        );
     } else if !lines.is_empty() {
         let _ = writeln!(
             out.text,
@@ -175,7 +178,11 @@ mod tests {
         assert_eq!((e.good, e.bad), (1, 0));
         assert!(e.text.contains("    19  0C06"), "{}", e.text);
         assert!(e.text.contains("= 12345000 Wh"), "{}", e.text);
-        assert!(e.text.contains("1,0C06bcd8@0.001,Energy,Wh,energy_0,0"), "{}", e.text);
+        assert!(
+            e.text.contains("1,0C06bcd8@0.001,Energy,Wh,energy_0,0"),
+            "{}",
+            e.text
+        );
         let script = format!(">D\n{}\n", &e.text[e.text.find(">M 1").unwrap()..]);
         let compiled = crate::script::compile(script.as_bytes());
         assert!(!compiled.has_errors(), "{:?}", compiled.diagnostics);

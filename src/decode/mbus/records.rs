@@ -86,8 +86,12 @@ pub struct Record {
 
 impl Record {
     pub fn function_name(&self) -> &'static str {
-        ["Instantaneous value", "Maximum value", "Minimum value", "Value during error state"]
-            [usize::from(self.function & 3)]
+        [
+            "Instantaneous value",
+            "Maximum value",
+            "Minimum value",
+            "Value during error state",
+        ][usize::from(self.function & 3)]
     }
 
     /// A ready Tasmota metric line for meter `meter` reading this record, if a mask reads its
@@ -213,7 +217,10 @@ pub fn records(frame: &[u8]) -> Records {
 fn fixed(frame: &[u8], end: usize, out: &mut Records) {
     let at = 7;
     let Some(h) = frame.get(at..at + 16).filter(|_| at + 16 <= end) else {
-        out.error = Some((at, "fixed data structure (16 bytes) runs past the frame".into()));
+        out.error = Some((
+            at,
+            "fixed data structure (16 bytes) runs past the frame".into(),
+        ));
         return;
     };
     out.header = Some(Header {
@@ -234,7 +241,10 @@ fn fixed(frame: &[u8], end: usize, out: &mut Records) {
         } else {
             (
                 DataField::Bcd(8),
-                bcd(d).map_or_else(|| RecordValue::Text(hex_le(d)), |v| RecordValue::Number(v as f64)),
+                bcd(d).map_or_else(
+                    || RecordValue::Text(hex_le(d)),
+                    |v| RecordValue::Number(v as f64),
+                ),
             )
         };
         let unit = match unit_byte & 0x3f {
@@ -275,7 +285,9 @@ fn record(frame: &[u8], start: usize, end: usize) -> Result<Step, String> {
         if i < end {
             Ok(frame[i])
         } else {
-            Err(format!("record at byte {start} runs past the frame at byte {i}"))
+            Err(format!(
+                "record at byte {start} runs past the frame at byte {i}"
+            ))
         }
     };
     let dif = byte(start)?;
@@ -330,10 +342,8 @@ fn record(frame: &[u8], start: usize, end: usize) -> Result<Step, String> {
         let vife = byte(at)?;
         at += 1;
         // Orthogonal VIFE "multiplicative correction 10^(nnn-6)" (0111 0nnn) after a primary VIF.
-        if !first_vife || (vif != 0xFB && vif != 0xFD) {
-            if vife & 0x78 == 0x70 {
-                exponent += i32::from(vife & 7) - 6;
-            }
+        if (!first_vife || (vif != 0xFB && vif != 0xFD)) && vife & 0x78 == 0x70 {
+            exponent += i32::from(vife & 7) - 6;
         }
         first_vife = false;
         ext = vife & 0x80 != 0;
@@ -409,7 +419,11 @@ fn record(frame: &[u8], start: usize, end: usize) -> Result<Step, String> {
                     let d = slice(frame, at + 1, n, end, start)?;
                     (n, RecordValue::Text(hex_le(d)))
                 }
-                _ => return Err(format!("variable length {lvar:02X} at byte {at} is reserved")),
+                _ => {
+                    return Err(format!(
+                        "variable length {lvar:02X} at byte {at} is reserved"
+                    ))
+                }
             };
             (at + 1, len, value)
         }
@@ -428,10 +442,9 @@ fn record(frame: &[u8], start: usize, end: usize) -> Result<Step, String> {
         (_, u) => (u, 10f64.powi(exponent)),
     };
     let value = match raw {
-        RecordValue::Number(v) if is_time => RecordValue::Time(time_point(
-            &frame[data_offset..data_offset + data_len],
-            v,
-        )),
+        RecordValue::Number(v) if is_time => {
+            RecordValue::Time(time_point(&frame[data_offset..data_offset + data_len], v))
+        }
         RecordValue::Number(v) => RecordValue::Number(v * scale),
         other => other,
     };

@@ -46,7 +46,10 @@ fn a_cut_frame_or_a_missing_stop_byte_is_no_frame() {
     let mut g = f.clone();
     let last = g.len() - 1;
     g[last] = 0x00;
-    assert!(matches!(check_long_frame(&g), Err(FrameError::NoStop { .. })));
+    assert!(matches!(
+        check_long_frame(&g),
+        Err(FrameError::NoStop { .. })
+    ));
     assert!(matches!(
         check_long_frame(&[0x68, 0x10, 0x11, 0x68]),
         Err(FrameError::LengthMismatch { .. })
@@ -111,7 +114,12 @@ fn a_record_running_past_the_end_stops_the_walk_with_its_offset() {
 
 #[test]
 fn manufacturer_data_after_0f_ends_the_records() {
-    let f = long_frame(0x08, 0x01, 0x78, &[0x01, 0xFD, 0x17, 0x00, 0x0F, 0xAA, 0xBB]);
+    let f = long_frame(
+        0x08,
+        0x01,
+        0x78,
+        &[0x01, 0xFD, 0x17, 0x00, 0x0F, 0xAA, 0xBB],
+    );
     let r = records(&f);
     assert_eq!(r.records.len(), 1);
     assert_eq!(r.records[0].quantity, "Error flags");

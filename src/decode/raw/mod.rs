@@ -135,7 +135,10 @@ impl RawDecoder {
             return;
         }
         self.stats.telegrams += 1;
-        queue_event(&mut self.events, DecodeEvent::Telegram(Telegram { readings }));
+        queue_event(
+            &mut self.events,
+            DecodeEvent::Telegram(Telegram { readings }),
+        );
     }
 
     fn flush_pending(&mut self) {
@@ -333,7 +336,11 @@ fn window_of(meter: &Meter) -> usize {
         .raw
         .iter()
         .find_map(|(_, text)| {
-            let rest = text.trim().strip_prefix('3')?.trim_start().strip_prefix(',')?;
+            let rest = text
+                .trim()
+                .strip_prefix('3')?
+                .trim_start()
+                .strip_prefix(',')?;
             let n: usize = rest.split(',').next()?.trim().parse().ok()?;
             Some(n)
         })

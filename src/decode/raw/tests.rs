@@ -146,7 +146,10 @@ fn a_short_window_reads_nothing_past_its_end() {
     let src = ">D\n>M 1\n+1,3,r,0,9600,aec\n1,=so3,4\n1,212717UUuu@1,Power,W,power,0\n#\n";
     let mut d = decoder(src);
     let ev = feed(&mut d, &[0x21, 0x27, 0x17, 0x01, 0x2C, 0x00]);
-    assert!(values(&ev).is_empty(), "a 5-byte mask needs more than a 4-byte window");
+    assert!(
+        values(&ev).is_empty(),
+        "a 5-byte mask needs more than a 4-byte window"
+    );
 }
 
 #[test]
