@@ -61,6 +61,8 @@ pub struct RawDecoder {
     quarantine: usize,
     /// True once the meter is known to speak M-Bus: only checked frames are read.
     mbus: bool,
+    /// `R`: the burst outgrew its buffer; its bytes are dropped until the next silence.
+    overflowed: bool,
     /// `r` outside frames: readings collected since the last telegram went out.
     pending: Vec<Reading>,
     events: VecDeque<DecodeEvent>,
@@ -92,6 +94,7 @@ impl RawDecoder {
             last_byte_at: None,
             quarantine: 0,
             mbus: mbus_requests || meter.serial.parity == Parity::Even,
+            overflowed: false,
             pending: Vec::new(),
             events: VecDeque::new(),
             stats: DecodeStats::default(),
@@ -214,16 +217,31 @@ impl RawDecoder {
         }
     }
 
+    fn burst_limit(&self) -> usize {
+        self.window.max(MIN_BURST)
+    }
+
+    /// `R`: a burst past its buffer is rejected once; the rest of it, up to the next silence, is
+    /// dropped (read from a cut point it would be garbage).
+    fn check_burst_length(&mut self) {
+        let len = self.live().len();
+        if self.overflowed {
+            self.discard(len);
+        } else if len > self.burst_limit() {
+            self.reject(DecodeError::TooLong {
+                limit: self.burst_limit(),
+            });
+            self.overflowed = true;
+            self.stats.bytes_skipped += len as u64;
+            self.consume(len);
+        }
+    }
+
     /// `R`: the burst since the last silence is one frame.
     fn end_burst(&mut self) {
+        self.overflowed = false;
         let len = self.live().len();
         if len == 0 {
-            return;
-        }
-        let limit = self.window.max(MIN_BURST);
-        if len > limit {
-            self.reject(DecodeError::TooLong { limit });
-            self.consume(len);
             return;
         }
         match mbus::long_header(self.live()) {
@@ -269,6 +287,8 @@ impl Decoder for RawDecoder {
         self.buf.extend_from_slice(bytes);
         if self.shift {
             self.run_window(false);
+        } else {
+            self.check_burst_length();
         }
     }
 

@@ -171,6 +171,29 @@ fn r_upper_reads_each_burst_from_its_start_after_the_so6_silence() {
 }
 
 #[test]
+fn an_r_upper_burst_past_its_buffer_is_rejected_once_and_read_from_nowhere() {
+    let src = ">D\n>M 1\n+1,3,R,0,2400,RAW\n1,AA55UUuu@1,Value,,v,0\n#\n";
+    let mut d = decoder(src);
+    let t0 = Instant::now();
+    // A meter that never pauses: 100 chunks of 10 bytes, each holding the pattern.
+    for i in 0..100 {
+        d.handle_bytes(
+            t0 + Duration::from_millis(i),
+            &[0xAA, 0x55, 1, 2, 0, 0, 0, 0, 0, 0],
+        );
+    }
+    d.handle_end();
+    let ev = drain(&mut d);
+    assert!(values(&ev).is_empty(), "{ev:?}");
+    assert_eq!(d.stats().rejected, 1);
+    assert_eq!(d.stats().bytes_skipped, 1000);
+    // After a silence the next burst is read again.
+    d.handle_bytes(t0 + Duration::from_secs(5), &[0xAA, 0x55, 0, 7]);
+    d.handle_end();
+    assert_eq!(values(&drain(&mut d)), vec![vec![(1, 7.0)]]);
+}
+
+#[test]
 fn r_upper_checks_an_mbus_frame_in_its_burst() {
     let src = ">D\n>M 1\n+1,3,R,0,2400,H\n1,68xxxx6808xx72bcd8@1,Id,,id,0\n#\n";
     let mut d = decoder(src);
