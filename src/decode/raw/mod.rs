@@ -226,7 +226,10 @@ impl RawDecoder {
     fn check_burst_length(&mut self) {
         let len = self.live().len();
         if self.overflowed {
-            self.discard(len);
+            // Counted, but no event: the TooLong error stands for the whole burst, however the
+            // bytes were chunked.
+            self.stats.bytes_skipped += len as u64;
+            self.consume(len);
         } else if len > self.burst_limit() {
             self.reject(DecodeError::TooLong {
                 limit: self.burst_limit(),

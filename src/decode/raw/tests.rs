@@ -255,3 +255,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_over_long_burst_gives_the_same_events_however_it_is_chunked() {
+    // Found by `fuzz/fuzz_targets/raw.rs`: the tail of an over-long `R` burst was reported as a
+    // discard only when it arrived in a later chunk.
+    let src = ">D\n>M 1\n+1,3,R,0,2400,R\n1,AA55UUuu@1,v,,v,0\n#\n";
+    let bytes: Vec<u8> = (0..300u32)
+        .map(|i| [0x68, 0x5F, 0x20][(i % 3) as usize])
+        .collect();
+    let mut whole = decoder(src);
+    let expected = feed(&mut whole, &bytes);
+    let mut d = decoder(src);
+    let mut got = Vec::new();
+    for b in &bytes {
+        d.handle_bytes(Instant::now(), std::slice::from_ref(b));
+        got.extend(drain(&mut d));
+    }
+    d.handle_end();
+    got.extend(drain(&mut d));
+    assert_eq!(got, expected);
+    assert_eq!(d.stats(), whole.stats());
+}
