@@ -69,7 +69,9 @@ fuzz_target!(|input: &[u8]| {
         whole_stats, chunked_stats,
         "statistics depend on chunking (chunk {chunk})"
     );
-    if data.len() < 2 * MAX_QUEUED_EVENTS {
+    // A byte can give an error and a discard (each `68` may start a frame that fails): below half
+    // the queue's cap no event is dropped in either run.
+    if data.len() < MAX_QUEUED_EVENTS / 2 {
         assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
     }
 });
