@@ -405,9 +405,12 @@ fn record(frame: &[u8], start: usize, end: usize) -> Result<Step, String> {
                 0xC0..=0xDF => {
                     let n = usize::from(lvar & 0x0f);
                     let d = slice(frame, at + 1, n, end, start)?;
-                    let v = bcd(d).map(|v| v as f64).unwrap_or(f64::NAN);
-                    let v = if lvar >= 0xD0 { -v } else { v };
-                    (n, RecordValue::Number(v))
+                    let sign = if lvar >= 0xD0 { -1.0 } else { 1.0 };
+                    let v = bcd(d).map_or_else(
+                        || RecordValue::Text(hex_le(d)),
+                        |v| RecordValue::Number(sign * v as f64),
+                    );
+                    (n, v)
                 }
                 0xE0..=0xEF => {
                     let n = usize::from(lvar & 0x0f);
@@ -489,7 +492,8 @@ fn bcd(d: &[u8]) -> Option<i64> {
             if nibble > 9 {
                 return None;
             }
-            v = v * 10 + i64::from(nibble);
+            // Variable-length BCD has up to 30 digits: past i64, no number (found by fuzzing).
+            v = v.checked_mul(10)?.checked_add(i64::from(nibble))?;
         }
     }
     Some(if negative { -v } else { v })

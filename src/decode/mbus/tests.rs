@@ -125,3 +125,14 @@ fn manufacturer_data_after_0f_ends_the_records() {
     assert_eq!(r.records[0].quantity, "Error flags");
     assert_eq!(r.manufacturer_data, Some((12, 2)));
 }
+
+#[test]
+fn a_thirty_digit_variable_bcd_is_text_not_an_overflow() {
+    // DIF 0D (variable length), VIF 13, LVAR CF: 15 bytes of BCD 99.
+    let mut p = vec![0x0D, 0x13, 0xCF];
+    p.extend_from_slice(&[0x99; 15]);
+    let f = long_frame(0x08, 0x01, 0x78, &p);
+    let r = records(&f);
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.records[0].value, RecordValue::Text("9".repeat(30)));
+}
