@@ -30,9 +30,11 @@ use crate::script::model::{EntryNo, MeterIndex};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The Tasmota script (`>D ... >M ... #`).
-    pub script: PathBuf,
+    #[arg(required_unless_present = "explain")]
+    pub script: Option<PathBuf>,
     /// The recorded bytes of the meter (raw; with --hex, hex text); `-` reads standard input.
-    pub capture: PathBuf,
+    #[arg(required_unless_present = "explain")]
+    pub capture: Option<PathBuf>,
     /// Which meter of the script the bytes come from.
     #[arg(long, default_value_t = 1)]
     pub meter: MeterIndex,
@@ -53,11 +55,31 @@ pub struct Args {
     /// values)`), as `sml run --rhai`.
     #[arg(long, value_name = "FILE")]
     pub rhai: Option<PathBuf>,
-    /// Instead of payloads, list what the capture holds: frames, the ciphering header (never a
-    /// key), the COSEM data with byte offsets (offset 0 is where the metric lines' masks start).
-    /// For DLMS push meters (`r`/`R` with `=so4`).
+    /// Instead of payloads, list what a capture holds, with byte offsets, for writing metric lines.
+    /// `sml decode --explain CAPTURE`: wired M-Bus frames record by record, each with a ready `r`
+    /// line. `sml decode SCRIPT CAPTURE --explain`: by the meter's type: DLMS push (`=so4`: the
+    /// ciphering header, never a key, and the COSEM data; offset 0 is where the masks start),
+    /// M-Bus (`r`/`R`), eBus (`e`: QQ ZZ PB SB NN data per telegram).
     #[arg(long)]
     pub explain: bool,
+}
+
+/// `--explain CAPTURE`: the M-Bus frames of a capture, record by record. Exits 1 when it holds none.
+fn explain_mbus(path: &std::path::Path, is_hex: bool) -> anyhow::Result<ExitCode> {
+    let name = path.display().to_string();
+    let raw = std::fs::read(path).with_context(|| format!("reading {name}"))?;
+    let bytes = if is_hex {
+        hex::decode(&raw).with_context(|| format!("{name} is not hex"))?
+    } else {
+        raw
+    };
+    let explained = crate::decode::mbus::explain(&bytes);
+    println!("{}", explained.text);
+    Ok(if explained.good > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -76,8 +98,17 @@ const FEED: usize = 4096;
 const ERRORS_SHOWN_PER_KIND: u32 = 10;
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
-    let script_path = args.script.display().to_string();
-    let source = crate::script::read_script(&args.script)?;
+    if args.explain {
+        // One argument: a capture alone, read as wired M-Bus (no script needed).
+        if let (Some(capture), None) = (&args.script, &args.capture) {
+            return explain_mbus(capture, args.hex);
+        }
+    }
+    let (Some(script_arg), Some(capture_arg)) = (&args.script, &args.capture) else {
+        bail!("sml decode needs a SCRIPT and a CAPTURE (or --explain CAPTURE)");
+    };
+    let script_path = script_arg.display().to_string();
+    let source = crate::script::read_script(script_arg)?;
     let options = crate::script::CompileOptions {
         defines: args.defines.clone(),
     };
@@ -100,16 +131,15 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     if args.explain {
-        return explain(meter, &args);
+        return explain(meter, &args, capture_arg);
     }
     let mut decoder = decoder_for(meter)?;
-    let capture_name = args.capture.display().to_string();
+    let capture_name = capture_arg.display().to_string();
     let capture: Box<dyn Read> = if capture_name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(
-            std::fs::File::open(&args.capture)
-                .with_context(|| format!("reading {capture_name}"))?,
+            std::fs::File::open(capture_arg).with_context(|| format!("reading {capture_name}"))?,
         )
     };
 
@@ -153,13 +183,18 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
 
 /// `--explain`: the whole capture (it is a listing for a person, so a capture of at most 16 MiB)
 /// through the meter type's explainer.
-fn explain(meter: &crate::script::model::Meter, args: &Args) -> anyhow::Result<ExitCode> {
-    let name = args.capture.display().to_string();
+fn explain(
+    meter: &crate::script::model::Meter,
+    args: &Args,
+    capture: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    use crate::script::model::Decoding;
+    let name = capture.display().to_string();
     let mut bytes = Vec::new();
     let reader: Box<dyn Read> = if name == "-" {
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(std::fs::File::open(&args.capture).with_context(|| format!("reading {name}"))?)
+        Box::new(std::fs::File::open(capture).with_context(|| format!("reading {name}"))?)
     };
     reader
         .take(16 << 20)
@@ -168,15 +203,29 @@ fn explain(meter: &crate::script::model::Meter, args: &Args) -> anyhow::Result<E
     if args.hex {
         bytes = hex::decode(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     }
-    match crate::decode::dlms::explain_meter(meter, &bytes) {
-        Some(text) => {
-            print!("{text}");
+    if let Some(text) = crate::decode::dlms::explain_meter(meter, &bytes) {
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &meter.decoding {
+        Decoding::Raw { .. } => {
+            let explained = crate::decode::mbus::explain(&bytes);
+            println!("{}", explained.text);
+            Ok(if explained.good > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Decoding::Ebus(_) => {
+            print!("{}", crate::decode::ebus::explain(&bytes));
             Ok(ExitCode::SUCCESS)
         }
-        None => bail!(
-            "--explain lists DLMS push captures; meter {} is type '{}' without an `=so4` key",
+        other => bail!(
+            "--explain lists DLMS push (`=so4`), M-Bus (`r`) and eBus (`e`) captures; meter {} is \
+             type '{}'",
             meter.index,
-            meter.decoding.type_letter()
+            other.type_letter()
         ),
     }
 }

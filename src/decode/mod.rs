@@ -21,9 +21,11 @@ pub mod counter;
 pub mod dlms;
 pub mod ebus;
 pub mod kamstrup;
+pub mod mbus;
 pub mod modbus;
 pub mod obis;
 pub mod pzem;
+pub mod raw;
 pub mod request;
 pub mod sml;
 pub mod vbus;
@@ -237,7 +239,8 @@ pub enum UnsupportedMeter {
     NotYet { index: MeterIndex, letter: char },
 }
 
-/// The decoder for a compiled meter.
+/// The decoder for a compiled meter. Every type Tasmota knows has one; the `Result` stays for a type
+/// a later Tasmota adds before sml decodes it.
 pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> {
     match &meter.decoding {
         Decoding::Obis(_) => Ok(Box::new(obis::ObisDecoder::new(meter))),
@@ -247,17 +250,18 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         Decoding::Vbus(_) => Ok(Box::new(vbus::VbusDecoder::new(meter))),
         Decoding::Ebus(_) => Ok(Box::new(ebus::EbusDecoder::new(meter))),
         Decoding::Pzem(_) => Ok(Box::new(pzem::PzemDecoder::new(meter))),
-        // An `=so4` key makes a raw meter a DLMS push meter (Tasmota's decrypting HAN parser).
-        Decoding::Raw { .. } if dlms::wants(meter) => Ok(Box::new(dlms::DlmsDecoder::new(meter))),
+        // An `=so4` line (a key, or a placeholder where the key belongs) makes a raw meter a DLMS
+        // push meter (Tasmota's decrypting HAN parser); without a usable key it says so and
+        // publishes nothing rather than reading ciphertext as values.
+        Decoding::Raw { .. } if raw::is_encrypted(meter) => {
+            Ok(Box::new(dlms::DlmsDecoder::new(meter)))
+        }
+        Decoding::Raw { .. } => Ok(Box::new(raw::RawDecoder::new(meter))),
         Decoding::Can(_) => Ok(Box::new(can::CanDecoder::new(meter))),
         Decoding::Counter { .. } => Ok(Box::new(counter::CounterDecoder::new(
             meter,
             counter::store::global(),
         ))),
-        other => Err(UnsupportedMeter::NotYet {
-            index: meter.index,
-            letter: other.type_letter(),
-        }),
     }
 }
 
