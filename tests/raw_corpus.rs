@@ -136,7 +136,11 @@ fn every_raw_script_of_the_corpus_runs_against_a_simulated_meter() {
         if meters.iter().any(|m| sml::decode::raw::is_encrypted(m)) {
             // `=so4`: the DLMS push decoder's; `tests/dlms_corpus.rs` runs these with a key.
             for m in &meters {
-                assert!(decoder_for(m).is_ok(), "{name}: meter {} has no decoder", m.index);
+                assert!(
+                    decoder_for(m).is_ok(),
+                    "{name}: meter {} has no decoder",
+                    m.index
+                );
             }
             encrypted.push(name);
             continue;
