@@ -13,12 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use recorded_run::*;
 use sim::*;
 use sml::decode::kamstrup::KamstrupDecoder;
 use sml::decode::{DecodeEvent, Decoder, Value};
-use sml::link::{Binding, Source};
 
 fn multical_script() -> String {
     std::fs::read_to_string(concat!(
@@ -33,19 +31,8 @@ fn the_multical_script_of_the_meters_library_publishes_the_simulated_meters_valu
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, Simulator::multical(), stop.clone(), |_, r| Some(r));
-    let (cfg, published) = recorded_run(
-        compile(&multical_script()),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(compile(&multical_script()), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -102,19 +89,8 @@ fn spoilt_replies_on_the_wire_publish_nothing_wrong() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, fast_meter(), stop.clone(), spoil);
-    let (cfg, published) = recorded_run(
-        compile(FAST),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(compile(FAST), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     let answered = meter.join().unwrap();
     let got = sensors(&published);

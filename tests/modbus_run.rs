@@ -32,19 +32,8 @@ fn the_sdm630_script_unchanged_publishes_the_simulated_meters_values() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, sim, stop.clone(), |_, r| Some(r));
-    let (cfg, published) = recorded_run(
-        compile(&script_text),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(compile(&script_text), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -88,13 +77,7 @@ fn wrong_replies_on_the_wire_publish_nothing_wrong() {
         ])),
         _ => Some(reply),
     });
-    let (cfg, published) = recorded_run(
-        compile(TWO_SLAVES),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
+    let (cfg, published) = recorded_run(compile(TWO_SLAVES), serial(path));
     let run = start_sml(cfg);
     assert!(
         wait_for(Duration::from_secs(20), || sensors(&published)
@@ -149,12 +132,7 @@ fn tcp_script(port: u16) -> sml::script::Script {
 fn a_modbus_tcp_meter_is_polled_at_the_scripts_own_address_without_a_port() {
     let (port, stop, meter) = tcp_meter(229.5);
     let (cfg, published) = recorded_run(tcp_script(port), vec![]);
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -177,12 +155,7 @@ fn a_port_option_overrides_the_scripts_modbus_tcp_address() {
             },
         }],
     );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -210,13 +183,7 @@ fn the_sdm630_values_reach_the_broker_on_the_sensor_topic() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, sim, stop.clone(), |_, r| Some(r));
-    let (mut cfg, _) = recorded_run(
-        compile(&script_text),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
+    let (mut cfg, _) = recorded_run(compile(&script_text), serial(path));
     cfg.sink = sml::runner::SinkConfig::Mqtt(Box::new(mqtt_config(broker, "sdm630")));
     let run = start_sml(cfg);
     let s = next_on(&seen, "home1/tele/sdm630/SENSOR", Duration::from_secs(20));

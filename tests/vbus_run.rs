@@ -13,12 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use recorded_run::*;
 use sim::*;
 use sml::decode::vbus::VbusDecoder;
 use sml::decode::{DecodeEvent, Decoder};
-use sml::link::{Binding, Source};
 
 fn script() -> sml::script::Script {
     compile(
@@ -43,19 +41,8 @@ fn the_deltasol_script_unchanged_publishes_the_simulated_controllers_values() {
         stop.clone(),
         |_, t| Some(t),
     );
-    let (cfg, published) = recorded_run(
-        script(),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(script(), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(controller.join().unwrap() >= 1);
     assert_eq!(sensors(&published)[0], EXPECTED);
@@ -101,19 +88,8 @@ fn spoilt_telegrams_on_the_wire_publish_nothing_wrong() {
         stop.clone(),
         spoil,
     );
-    let (cfg, published) = recorded_run(
-        script(),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(script(), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     let sent = controller.join().unwrap();
     let got = sensors(&published);

@@ -115,3 +115,15 @@ pub fn sensors(published: &Mutex<Vec<Publication>>) -> Vec<String> {
         .map(|s| crate::common::without_time(s))
         .collect()
 }
+
+/// Run `config` in this process until it has published a SENSOR payload (panics after 20 s
+/// without one), then stop it.
+pub fn run_until_a_sensor_payload(config: RunConfig, published: &Published) {
+    let run = crate::common::start_sml(config);
+    assert!(
+        crate::common::wait_for(Duration::from_secs(20), || !sensor_payloads(published)
+            .is_empty()),
+        "no SENSOR payload"
+    );
+    run.stop();
+}
