@@ -13,12 +13,14 @@ mod sim;
 mod type_corpus;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sim::Simulator;
 use sml::decode::{decoder_for, DecodeEvent, Value};
 use sml::script::model::{Decoding, Meter};
-use type_corpus::{defines_meter_of, judge_meters, shared_dir, source_of, TypeCorpus};
+use type_corpus::{
+    defines_meter_of, judge_meters, poll_two_rounds, shared_dir, source_of, TypeCorpus,
+};
 
 /// Scripts that do not run against a well-behaved meter, and why (checked by the test).
 const KNOWN_BROKEN: &[(&str, &str)] = &[(
@@ -35,27 +37,9 @@ fn simulator() -> Simulator {
     sim
 }
 
-/// Poll `meter` for two rounds of its blocks against `sim`; the entries that got a value, and the
-/// decoder's complaints.
+/// Poll `meter` for two rounds of its blocks against `sim`.
 fn run_meter(meter: &Meter, sim: &Simulator) -> (BTreeSet<u16>, Vec<String>) {
-    let mut d = decoder_for(meter).unwrap();
-    let blocks = meter.requests.blocks.len().max(1);
-    let period = Duration::from_millis(u64::from(meter.requests.period_ms.max(100)));
-    let t0 = Instant::now();
-    let (mut got, mut complaints) = (BTreeSet::new(), Vec::new());
-    for tick in 0..(2 * blocks as u32 + 1) {
-        let now = t0 + period * tick;
-        while let Some(request) = d.poll_transmit(now) {
-            if let Some(reply) = sim.answer_wire(&request) {
-                d.handle_bytes(now, &reply);
-            }
-        }
-        d.handle_timeout(now);
-        let (entries, said) = type_corpus::drain(d.as_mut(), false);
-        got.extend(entries);
-        complaints.extend(said);
-    }
-    (got, complaints)
+    poll_two_rounds(meter, |request| sim.answer_wire(request))
 }
 
 #[test]

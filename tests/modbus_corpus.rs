@@ -12,12 +12,10 @@ mod sim;
 mod type_corpus;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
 
 use sim::Simulator;
-use sml::decode::decoder_for;
 use sml::script::model::{Decoding, Meter, MeterSource};
-use type_corpus::{defines_meter_of, judge_meters, source_of, TypeCorpus};
+use type_corpus::{defines_meter_of, judge_meters, poll_two_rounds, source_of, TypeCorpus};
 
 /// Scripts that do not run against a well-behaved meter, and why (checked by the test).
 const KNOWN_BROKEN: &[(&str, &str)] = &[
@@ -37,33 +35,16 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
     ),
 ];
 
-/// Poll `meter` for two rounds of its blocks against `sim`; the entries that got a value, and the
-/// decoder's complaints.
+/// Poll `meter` for two rounds of its blocks against `sim`, over RTU or Modbus TCP as the meter is.
 fn run_meter(meter: &Meter, sim: &Simulator) -> (BTreeSet<u16>, Vec<String>) {
-    let mut d = decoder_for(meter).unwrap();
     let tcp = matches!(meter.source, MeterSource::ModbusTcp { .. });
-    let blocks = meter.requests.blocks.len().max(1);
-    let period = Duration::from_millis(u64::from(meter.requests.period_ms.max(100)));
-    let t0 = Instant::now();
-    let (mut got, mut complaints) = (BTreeSet::new(), Vec::new());
-    for tick in 0..(2 * blocks as u32 + 1) {
-        let now = t0 + period * tick;
-        while let Some(request) = d.poll_transmit(now) {
-            let reply = if tcp {
-                sim.answer_tcp(&request)
-            } else {
-                sim.answer_rtu(&request)
-            };
-            if let Some(reply) = reply {
-                d.handle_bytes(now, &reply);
-            }
+    poll_two_rounds(meter, |request| {
+        if tcp {
+            sim.answer_tcp(request)
+        } else {
+            sim.answer_rtu(request)
         }
-        d.handle_timeout(now);
-        let (entries, said) = type_corpus::drain(d.as_mut(), false);
-        got.extend(entries);
-        complaints.extend(said);
-    }
-    (got, complaints)
+    })
 }
 
 #[test]

@@ -12,6 +12,7 @@ mod corpus;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sml::decode::{DecodeEvent, Decoder};
 use sml::script::model::{Meter, Metric, Script};
@@ -211,4 +212,30 @@ pub fn judge_meters<'s, P: 's>(
         return Verdict::NotOfType;
     }
     verdict(&lacking, complaints, complaints_fail)
+}
+
+/// Poll `meter`'s decoder for two rounds of its request blocks on an injected clock, `answer`
+/// replying to each request (or not); the entries that got a value, and the decoder's complaints.
+pub fn poll_two_rounds(
+    meter: &Meter,
+    answer: impl Fn(&[u8]) -> Option<Vec<u8>>,
+) -> (BTreeSet<u16>, Vec<String>) {
+    let mut d = sml::decode::decoder_for(meter).unwrap();
+    let blocks = meter.requests.blocks.len().max(1);
+    let period = Duration::from_millis(u64::from(meter.requests.period_ms.max(100)));
+    let t0 = Instant::now();
+    let (mut got, mut complaints) = (BTreeSet::new(), Vec::new());
+    for tick in 0..(2 * blocks as u32 + 1) {
+        let now = t0 + period * tick;
+        while let Some(request) = d.poll_transmit(now) {
+            if let Some(reply) = answer(&request) {
+                d.handle_bytes(now, &reply);
+            }
+        }
+        d.handle_timeout(now);
+        let (entries, said) = drain(d.as_mut(), false);
+        got.extend(entries);
+        complaints.extend(said);
+    }
+    (got, complaints)
 }
