@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::can::CanDecoder;
-use sml::decode::{DecodeEvent, DecodeStats, Decoder, MAX_QUEUED_EVENTS};
+use sml::decode::{DecodeEvent, DecodeStats, MAX_QUEUED_EVENTS};
 use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,7,C,0,3203,CAN,6,10,908040FE080000000000000000\n\
@@ -22,8 +22,12 @@ const SCRIPT: &str = ">D\n>M 1\n+1,7,C,0,3203,CAN,6,10,908040FE08000000000000000
 
 fn run(data: &[u8], chunk: usize) -> (Vec<DecodeEvent>, DecodeStats) {
     static METER: OnceLock<Meter> = OnceLock::new();
-    let mut d = CanDecoder::new(&common::first_meter(&METER, SCRIPT));
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(
+        CanDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        false,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {

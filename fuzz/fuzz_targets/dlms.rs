@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use sml::decode::dlms::apdu::{self, Keys};
 use sml::decode::dlms::{explain, frame, DlmsDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
 use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,r,0,9600,IM350\n\
@@ -36,8 +36,12 @@ fn keys() -> Keys {
 
 fn run(data: &[u8], chunk: usize) -> (Vec<DecodeEvent>, DecodeStats) {
     static METER: OnceLock<Meter> = OnceLock::new();
-    let mut d = DlmsDecoder::new(&common::first_meter(&METER, SCRIPT));
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(
+        DlmsDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        false,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use sml::decode::ebus::frame::{self, crc8_unescaped};
 use sml::decode::ebus::EbusDecoder;
-use sml::decode::{DecodeEvent, DecodeStats, Decoder, MAX_QUEUED_EVENTS};
+use sml::decode::{DecodeEvent, DecodeStats, MAX_QUEUED_EVENTS};
 use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,e,0,2400,EBUS\n\
@@ -25,8 +25,12 @@ const SCRIPT: &str = ">D\n>M 1\n+1,3,e,0,2400,EBUS\n\
 
 fn run(data: &[u8], chunk: usize) -> (Vec<DecodeEvent>, DecodeStats) {
     static METER: OnceLock<Meter> = OnceLock::new();
-    let mut d = EbusDecoder::new(&common::first_meter(&METER, SCRIPT));
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(
+        EbusDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        false,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {

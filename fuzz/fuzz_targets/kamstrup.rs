@@ -4,14 +4,13 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::kamstrup::{KamstrupDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
 use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,k,0,9600,K,1,10,3F10040001041E043403FF,3F1001003C\n\
@@ -23,11 +22,12 @@ const SCRIPT: &str = ">D\n>M 1\n+1,3,k,0,9600,K,1,10,3F10040001041E043403FF,3F10
 
 fn run(data: &[u8], chunk: usize, ask: bool) -> (Vec<DecodeEvent>, DecodeStats) {
     static METER: OnceLock<Meter> = OnceLock::new();
-    let mut d = KamstrupDecoder::new(&common::first_meter(&METER, SCRIPT));
-    if ask {
-        d.poll_transmit(Instant::now());
-    }
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(
+        KamstrupDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        ask,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {

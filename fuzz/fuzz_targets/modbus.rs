@@ -5,14 +5,13 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::modbus::{ModbusDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
 use sml::script::model::Meter;
 
 const RTU: &str = ">D\n>M 1\n+1,3,m,0,9600,M,1,10,01040000,02030010,r010600010001\n\
@@ -38,11 +37,7 @@ fn meter(tcp: bool) -> Meter {
 }
 
 fn run(data: &[u8], chunk: usize, tcp: bool, ask: bool) -> (Vec<DecodeEvent>, DecodeStats) {
-    let mut d = ModbusDecoder::new(&meter(tcp));
-    if ask {
-        d.poll_transmit(Instant::now());
-    }
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(ModbusDecoder::new(&meter(tcp)), data, chunk, ask)
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -9,7 +9,7 @@ mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::obis::{ObisDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
 
 mod support {
     use sml::script::compile;
@@ -37,8 +37,7 @@ fn run(data: &[u8], chunk: usize, window_mode: bool) -> (Vec<DecodeEvent>, Decod
     if window_mode {
         meter.options.so2_flags = Some(1);
     }
-    let mut d = ObisDecoder::new(&meter);
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(ObisDecoder::new(&meter), data, chunk, false)
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -4,14 +4,13 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 #[path = "common/mod.rs"]
 mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::pzem::PzemDecoder;
-use sml::decode::{DecodeEvent, DecodeStats, Decoder, MAX_QUEUED_EVENTS};
+use sml::decode::{DecodeEvent, DecodeStats, MAX_QUEUED_EVENTS};
 use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,p,0,9600,PZEM,1,10,B0,B1,B2,B3\n\
@@ -23,11 +22,12 @@ const SCRIPT: &str = ">D\n>M 1\n+1,3,p,0,9600,PZEM,1,10,B0,B1,B2,B3\n\
 
 fn run(data: &[u8], chunk: usize, ask: bool) -> (Vec<DecodeEvent>, DecodeStats) {
     static METER: OnceLock<Meter> = OnceLock::new();
-    let mut d = PzemDecoder::new(&common::first_meter(&METER, SCRIPT));
-    if ask {
-        d.poll_transmit(Instant::now());
-    }
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(
+        PzemDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        ask,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::vbus::{VbusDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
 use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,v,0,9600,V\n\
@@ -22,8 +22,12 @@ const SCRIPT: &str = ">D\n>M 1\n+1,3,v,0,9600,V\n\
 
 fn run(data: &[u8], chunk: usize) -> (Vec<DecodeEvent>, DecodeStats) {
     static METER: OnceLock<Meter> = OnceLock::new();
-    let mut d = VbusDecoder::new(&common::first_meter(&METER, SCRIPT));
-    (common::feed(&mut d, data, chunk, || {}), d.stats())
+    common::run(
+        VbusDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        false,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {

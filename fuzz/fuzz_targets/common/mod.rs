@@ -10,7 +10,7 @@ use std::fmt::Debug;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use sml::decode::{DecodeEvent, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats, Decoder};
 use sml::script::model::Meter;
 
 /// The first meter of `script`, compiled once per process (`cell` is the target's own).
@@ -25,6 +25,20 @@ pub fn compile_meter(script: &str) -> Meter {
         .unwrap()
         .meters[0]
         .clone()
+}
+
+/// A fresh decoder `d` (that has sent its first request when `ask`) fed `data` in pieces of
+/// `chunk`: the events and the statistics.
+pub fn run(
+    mut d: impl Decoder,
+    data: &[u8],
+    chunk: usize,
+    ask: bool,
+) -> (Vec<DecodeEvent>, DecodeStats) {
+    if ask {
+        d.poll_transmit(Instant::now());
+    }
+    (feed(&mut d, data, chunk, || {}), d.stats())
 }
 
 /// Feed `data` to `d` in pieces of `chunk` bytes, draining events after each (`after_piece` runs
