@@ -5,64 +5,18 @@
 //! with the reason).
 
 mod common;
+#[path = "support/recorded_run.rs"]
+mod recorded_run;
 #[path = "can_sim.rs"]
 mod sim;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use recorded_run::*;
 use sim::*;
 use sml::decode::can::{CanFrame, EXTENDED_FLAG};
-use sml::engine::scheduler::Publication;
 use sml::link::{Binding, Source};
-
-type Published = Arc<Mutex<Vec<Publication>>>;
-
-fn config(script_text: &str, port: u16) -> (sml::runner::RunConfig, Published) {
-    let compiled = sml::script::compile(script_text.as_bytes());
-    let script = compiled
-        .script
-        .unwrap_or_else(|| panic!("{:?}", compiled.diagnostics));
-    let sink = sml::publish::RecordingSink::default();
-    let published = sink.published.clone();
-    let config = sml::runner::RunConfig {
-        script,
-        bindings: vec![Binding {
-            meter: 1,
-            source: Source::Tcp {
-                host: "127.0.0.1".into(),
-                port,
-            },
-        }],
-        engine: sml::engine::scheduler::EngineConfig {
-            teleperiod: Duration::from_secs(300),
-            every_telegram: true,
-            ..Default::default()
-        },
-        replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::backoff::Backoff {
-            first: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        },
-        sink: sml::runner::SinkConfig::Recording(sink),
-        decoders: sml::runner::default_decoders(),
-        hooks: Default::default(),
-    };
-    (config, published)
-}
-
-fn sensors(published: &Mutex<Vec<Publication>>) -> Vec<serde_json::Value> {
-    published
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| match p {
-            Publication::Sensor(s) => Some(serde_json::from_str(s).unwrap()),
-            _ => None,
-        })
-        .collect()
-}
 
 fn huawei_script() -> String {
     std::fs::read_to_string(concat!(
@@ -92,17 +46,17 @@ fn the_huawei_script_unchanged_polls_the_simulated_rectifier_and_publishes_its_v
         Vec::new(),
         Duration::from_millis(20),
     );
-    let (cfg, published) = config(&huawei_script(), bus.port);
+    let (cfg, published) = recorded_run(compile(&huawei_script()), tcp(bus.port));
     let run = start_sml(cfg);
     let complete = |p: &Published| {
-        sensors(p)
+        sensor_values(p)
             .last()
             .is_some_and(|s| s["CAN"].as_object().is_some_and(|o| o.len() == 10))
     };
     assert!(
         wait_for(Duration::from_secs(20), || complete(&published)),
         "no SENSOR payload with all ten values: {:?}",
-        sensors(&published)
+        sensor_values(&published)
     );
     run.stop();
     let heard = bus.stop();
@@ -111,7 +65,7 @@ fn the_huawei_script_unchanged_polls_the_simulated_rectifier_and_publishes_its_v
         id: 0x1080_40FE | EXTENDED_FLAG,
         data: vec![0; 8]
     }));
-    let last = sensors(&published).pop().unwrap();
+    let last = sensor_values(&published).pop().unwrap();
     let can = &last["CAN"];
     assert_eq!(can["ipwr"], 1520.5);
     assert_eq!(can["freq"], 50.0);
@@ -155,21 +109,22 @@ fn garbage_and_other_ids_on_the_bus_publish_nothing_wrong() {
         broadcast,
         Duration::from_millis(50),
     );
-    let (cfg, published) = config(SOREL, bus.port);
+    let (cfg, published) = recorded_run(compile(SOREL), tcp(bus.port));
     let run = start_sml(cfg);
     assert!(
-        wait_for(Duration::from_secs(20), || sensors(&published).len() >= 3),
+        wait_for(Duration::from_secs(20), || sensor_values(&published).len()
+            >= 3),
         "no SENSOR payloads"
     );
     run.stop();
     bus.stop();
     assert!(
-        sensors(&published)
+        sensor_values(&published)
             .iter()
             .any(|s| s["CAN"].get("S1").is_some() || s["CAN"].get("R1").is_some()),
         "the good frames between the bad ones are read"
     );
-    for s in sensors(&published) {
+    for s in sensor_values(&published) {
         let sorel = s["CAN"].as_object().unwrap();
         // `uuUU` (little endian) D2 00 is 210, / 10; never the other device's 0x99 and never S2
         // (its frame never came).

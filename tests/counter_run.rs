@@ -8,76 +8,43 @@
 //! file take turns.
 
 mod common;
+#[path = "support/recorded_run.rs"]
+mod recorded_run;
 #[path = "counter_sim.rs"]
 mod sim;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use common::*;
+use recorded_run::*;
 use sim::*;
 use sml::engine::scheduler::Publication;
-use sml::link::{Binding, Source};
 
 static ONE_RUN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-type Published = Arc<Mutex<Vec<Publication>>>;
-
+/// A run of `script_text` with meter 1 on the simulated line at `port`, its hooks keeping state
+/// (the count) in `state_dir`.
 fn config(
     script_text: &str,
     port: u16,
     state_dir: Option<&Path>,
 ) -> (sml::runner::RunConfig, Published) {
-    let compiled = sml::script::compile(script_text.as_bytes());
-    let script = compiled
-        .script
-        .unwrap_or_else(|| panic!("{:?}", compiled.diagnostics));
-    let sink = sml::publish::RecordingSink::default();
-    let published = sink.published.clone();
-    let config = sml::runner::RunConfig {
-        script,
-        bindings: vec![Binding {
-            meter: 1,
-            source: Source::Tcp {
-                host: "127.0.0.1".into(),
-                port,
-            },
-        }],
-        engine: sml::engine::scheduler::EngineConfig {
-            teleperiod: Duration::from_secs(300),
-            every_telegram: true,
-            ..Default::default()
-        },
-        replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::backoff::Backoff {
-            first: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        },
-        sink: sml::runner::SinkConfig::Recording(sink),
-        decoders: sml::runner::default_decoders(),
-        hooks: sml::runner::HooksConfig {
-            script_path: "counter.sml".into(),
-            state_dir: state_dir.map(Path::to_path_buf),
-            user_rhai: None,
-        },
+    let (mut config, published) = recorded_run(compile(script_text), tcp(port));
+    config.hooks = sml::runner::HooksConfig {
+        script_path: "counter.sml".into(),
+        state_dir: state_dir.map(Path::to_path_buf),
+        user_rhai: None,
     };
     (config, published)
 }
 
 fn last_gas(published: &Mutex<Vec<Publication>>) -> Option<serde_json::Value> {
-    published
-        .lock()
-        .unwrap()
+    sensor_values(published)
         .iter()
         .rev()
-        .find_map(|p| match p {
-            Publication::Sensor(s) => {
-                let v: serde_json::Value = serde_json::from_str(s).unwrap();
-                v.get("GAS").cloned()
-            }
-            _ => None,
-        })
+        .find_map(|v| v.get("GAS").cloned())
 }
 
 /// The gas counter of the community "combo" script (`+2,4,c,0,50,GAS`, Tasmota's WGS_COMBO) with

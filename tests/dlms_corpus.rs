@@ -10,15 +10,18 @@
 
 #[path = "dlms_sim.rs"]
 mod sim;
+#[path = "support/type_corpus.rs"]
+mod type_corpus;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use sim::Link;
 use sml::decode::dlms::apdu::Keys;
 use sml::decode::{decoder_for, DecodeEvent, Value};
 use sml::script::model::{Decoding, Meter};
+use type_corpus::{TypeCorpus, Verdict};
 
 /// The key put where a script has a placeholder.
 const TEST_KEY: &str = "00112233445566778899AABBCCDDEEFF";
@@ -46,14 +49,6 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[
     ),
 ];
 
-fn corpus() -> Option<PathBuf> {
-    let shared = std::env::var_os("SML_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("corpus/tasmota-community");
-    dir.is_dir().then_some(dir)
-}
-
 /// The script as it runs: a fragment goes into the host template (as `tests/corpus.rs` does), and a
 /// key placeholder becomes [`TEST_KEY`].
 fn source_of(path: &Path) -> Vec<u8> {
@@ -74,12 +69,7 @@ fn source_of(path: &Path) -> Vec<u8> {
     if text.lines().any(|l| l.trim_start().starts_with(">D")) {
         return text.into_bytes();
     }
-    let template = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/fragment-template.sml"
-    ))
-    .unwrap();
-    format!("{template}{text}").into_bytes()
+    format!("{}{text}", type_corpus::host_template()).into_bytes()
 }
 
 /// The values a line may publish: every register and date field the simulator sends, scaled by
@@ -147,32 +137,18 @@ fn run_meter(meter: &Meter) -> (BTreeSet<u16>, BTreeMap<u16, f64>, Vec<String>) 
 
 #[test]
 fn every_so4_script_of_the_corpus_runs_against_a_simulated_dlms_meter() {
-    let Some(dir) = corpus() else {
-        eprintln!("the community corpus is absent: skipped");
-        return;
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tas"))
-        .collect();
-    paths.sort();
-    let (mut total, mut runs) = (0, 0);
-    let mut failures = Vec::new();
-    let mut report = Vec::new();
-    for path in &paths {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
-        if !text.contains(",=so4,") {
-            continue;
+    let so4 = |text: &str| text.contains(",=so4,");
+    TypeCorpus {
+        label: "dlms corpus (`=so4` scripts)",
+        kind: "`=so4` scripts",
+        known_broken: KNOWN_BROKEN,
+        mentions: so4,
+        source: source_of,
+    }
+    .check_every_script(|script, text| {
+        if !so4(text) {
+            return Verdict::NotOfType;
         }
-        total += 1;
-        let compiled = sml::script::compile(&source_of(path));
-        let Some(script) = compiled.script else {
-            report.push(format!("{name}: does not compile"));
-            check(&name, Some("does not compile"), &mut failures);
-            continue;
-        };
         let meters: Vec<&Meter> = script
             .meters
             .iter()
@@ -207,33 +183,9 @@ fn every_so4_script_of_the_corpus_runs_against_a_simulated_dlms_meter() {
             }
         }
         if problems.is_empty() {
-            runs += 1;
-            check(&name, None, &mut failures);
+            Verdict::Runs
         } else {
-            let why = problems.join(", ");
-            report.push(format!("{name}: {why}"));
-            check(&name, Some(&why), &mut failures);
+            Verdict::Broken(problems.join(", "))
         }
-    }
-    eprintln!("dlms corpus: {runs}/{total} `=so4` scripts run end to end");
-    for r in &report {
-        eprintln!("  {r}");
-    }
-    assert!(total > 0, "the corpus has `=so4` scripts");
-    assert!(
-        failures.is_empty(),
-        "{} problem(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
-/// Compare one script's outcome with [`KNOWN_BROKEN`].
-fn check(name: &str, broken: Option<&str>, failures: &mut Vec<String>) {
-    let listed = KNOWN_BROKEN.iter().find(|(n, _)| *n == name);
-    match (broken, listed) {
-        (None, None) | (Some(_), Some(_)) => {}
-        (Some(why), None) => failures.push(format!("{name} does not run: {why}")),
-        (None, Some(_)) => failures.push(format!("{name} runs now: remove it from KNOWN_BROKEN")),
-    }
+    });
 }

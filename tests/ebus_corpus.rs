@@ -8,24 +8,18 @@
 
 #[path = "ebus_sim.rs"]
 mod sim;
+#[path = "support/type_corpus.rs"]
+mod type_corpus;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use sml::decode::{decoder_for, DecodeEvent};
+use sml::decode::decoder_for;
 use sml::script::model::{ByteOp, BytePattern, Decoding, Extract, Meter};
+use type_corpus::{defines_meter_of, judge_meters, TypeCorpus, Verdict};
 
 /// Scripts that do not run against a well-behaved bus, and why (checked by the test).
 const KNOWN_BROKEN: &[(&str, &str)] = &[];
-
-fn corpus() -> Option<PathBuf> {
-    let shared = std::env::var_os("SML_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("corpus/tasmota-community");
-    dir.is_dir().then_some(dir)
-}
 
 /// The bytes one extractor reads.
 fn width(e: Extract) -> usize {
@@ -106,97 +100,31 @@ fn run_meter(meter: &Meter) -> (BTreeSet<u16>, Vec<String>) {
     let mut d = decoder_for(meter).unwrap();
     d.handle_bytes(Instant::now(), &stream);
     d.handle_end();
-    let (mut got, mut complaints) = (BTreeSet::new(), Vec::new());
-    while let Some(ev) = d.poll_event() {
-        match ev {
-            DecodeEvent::Telegram(t) => got.extend(t.readings.iter().map(|r| r.entry)),
-            DecodeEvent::Error(e) => complaints.push(e.to_string()),
-            DecodeEvent::Discarded { bytes } => complaints.push(format!("{bytes} bytes skipped")),
-        }
-    }
-    (got, complaints)
+    type_corpus::drain(d.as_mut(), true)
 }
 
 #[test]
 fn every_ebus_script_of_the_corpus_runs_against_a_simulated_bus() {
-    let Some(dir) = corpus() else {
-        eprintln!("the community corpus is absent: skipped");
-        return;
+    let ebus = TypeCorpus {
+        label: "ebus corpus",
+        kind: "an eBus script",
+        known_broken: KNOWN_BROKEN,
+        mentions: |text| defines_meter_of(text, &['e']),
+        source: |path| std::fs::read(path).unwrap(),
     };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tas"))
-        .collect();
-    paths.sort();
-    let (mut total, mut runs) = (0, 0);
-    let (mut failures, mut report) = (Vec::new(), Vec::new());
-    for path in &paths {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let text = std::fs::read(path).unwrap();
-        let is_ebus = String::from_utf8_lossy(&text).lines().any(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            l.starts_with('+') && f.len() > 2 && f[2].starts_with('e')
-        });
-        if !is_ebus {
-            continue;
+    ebus.check_every_script(|script, text| {
+        if !(ebus.mentions)(text) {
+            return Verdict::NotOfType;
         }
-        total += 1;
-        let compiled = sml::script::compile(&text);
-        let Some(script) = compiled.script else {
-            report.push(format!("{name}: does not compile"));
-            check(&name, Some("does not compile"), &mut failures);
-            continue;
-        };
-        let (mut missing, mut complaints) = (Vec::new(), Vec::new());
-        for m in script
-            .meters
-            .iter()
-            .filter(|m| matches!(m.decoding, Decoding::Ebus(_)))
-        {
-            let (got, errs) = run_meter(m);
-            let Decoding::Ebus(metrics) = &m.decoding else {
-                unreachable!()
-            };
-            for metric in metrics {
-                if !got.contains(&metric.output.entry) {
-                    missing.push(format!(
-                        "meter {} line {} `{}`",
-                        m.index, metric.output.line, metric.output.name
-                    ));
-                }
-            }
-            complaints.extend(errs);
-        }
-        if missing.is_empty() && complaints.is_empty() {
-            runs += 1;
-            check(&name, None, &mut failures);
-        } else {
-            let why = format!(
-                "no value for [{}], decoder said [{}]",
-                missing.join(", "),
-                complaints.join("; ")
-            );
-            report.push(format!("{name}: {why}"));
-            check(&name, Some(&why), &mut failures);
-        }
-    }
-    eprintln!("ebus corpus: {runs}/{total} scripts run end to end");
-    for r in &report {
-        eprintln!("  {r}");
-    }
-    assert!(total > 0, "the corpus has an eBus script");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
-}
-
-/// Compare one script's outcome with [`KNOWN_BROKEN`].
-fn check(name: &str, broken: Option<&str>, failures: &mut Vec<String>) {
-    let listed = KNOWN_BROKEN.iter().find(|(n, _)| *n == name);
-    match (broken, listed) {
-        (None, None) | (Some(_), Some(_)) => {}
-        (None, Some((_, reason))) => failures.push(format!(
-            "{name} runs now; take it off KNOWN_BROKEN ({reason})"
-        )),
-        (Some(why), None) => failures.push(format!("{name} does not run: {why}")),
-    }
+        // A complaint (bytes skipped, a bad CRC) fails the script: the simulated bus is clean.
+        judge_meters(
+            script,
+            |m| match &m.decoding {
+                Decoding::Ebus(metrics) => Some(metrics.as_slice()),
+                _ => None,
+            },
+            run_meter,
+            true,
+        )
+    });
 }

@@ -4,80 +4,30 @@
 //! nothing wrong.
 
 mod common;
+#[path = "support/recorded_run.rs"]
+mod recorded_run;
 #[path = "ebus_sim.rs"]
 mod sim;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serialport::{SerialPort, TTYPort};
+use recorded_run::*;
 use sim::*;
-use sml::engine::scheduler::Publication;
 use sml::link::{Binding, Source};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 fn wolf_script() -> sml::script::Script {
-    let text = std::fs::read_to_string(format!("{ROOT}/meters/wolf-csz-ebus.sml")).unwrap();
-    let c = sml::script::compile(text.as_bytes());
-    c.script.unwrap_or_else(|| panic!("{:?}", c.diagnostics))
+    library_script("wolf-csz-ebus.sml")
 }
 
-type Published = Arc<Mutex<Vec<Publication>>>;
-
-/// A run publishing every telegram into memory.
-fn config(bindings: Vec<Binding>) -> (sml::runner::RunConfig, Published) {
-    let sink = sml::publish::RecordingSink::default();
-    let published = sink.published.clone();
-    let config = sml::runner::RunConfig {
-        script: wolf_script(),
-        bindings,
-        engine: sml::engine::scheduler::EngineConfig {
-            teleperiod: Duration::from_secs(300),
-            every_telegram: true,
-            ..Default::default()
-        },
-        replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::backoff::Backoff {
-            first: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        },
-        sink: sml::runner::SinkConfig::Recording(sink),
-        decoders: sml::runner::default_decoders(),
-        hooks: Default::default(),
-    };
-    (config, published)
-}
-
-fn sensors(published: &Mutex<Vec<Publication>>) -> Vec<String> {
-    published
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| match p {
-            Publication::Sensor(s) => Some(without_time(s)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A pty pair: the master for the simulator, the slave's path for sml.
-fn pty() -> (TTYPort, std::path::PathBuf) {
-    let (master, slave) = TTYPort::pair().unwrap();
-    let path = std::path::PathBuf::from(slave.name().unwrap());
-    // Keep the slave side open for the test's length, so the pty does not hang up between opens.
-    std::mem::forget(slave);
-    (master, path)
-}
-
-fn serial(path: std::path::PathBuf) -> Vec<Binding> {
-    vec![Binding {
-        meter: 1,
-        source: Source::Serial(path),
-    }]
+/// The Wolf script's run with `bindings`, publishing every telegram into memory.
+fn wolf_run(bindings: Vec<Binding>) -> (sml::runner::RunConfig, Published) {
+    recorded_run(wolf_script(), bindings)
 }
 
 /// The payload once every line of the script has a value (the default bus).
@@ -88,7 +38,7 @@ fn the_wolf_script_unchanged_publishes_the_simulated_buses_values() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let bus = serve_pty(master, Wolf::default(), stop.clone(), |_, t| t);
-    let (cfg, published) = config(serial(path));
+    let (cfg, published) = wolf_run(serial(path));
     let run = start_sml(cfg);
     let complete = |published: &Published| sensors(published).iter().any(|s| s == ALL_VALUES);
     let ok = wait_for(Duration::from_secs(20), || complete(&published));
@@ -134,7 +84,7 @@ fn damaged_telegrams_on_the_wire_publish_nothing_wrong() {
             _ => good,
         }
     });
-    let (cfg, published) = config(serial(path));
+    let (cfg, published) = wolf_run(serial(path));
     let run = start_sml(cfg);
     let ok = wait_for(Duration::from_secs(20), || {
         sensors(&published).iter().any(|s| s == ALL_VALUES)
@@ -155,7 +105,7 @@ fn damaged_telegrams_on_the_wire_publish_nothing_wrong() {
 #[test]
 fn silence_publishes_nothing_until_the_bus_speaks() {
     let (mut master, path) = pty();
-    let (cfg, published) = config(serial(path));
+    let (cfg, published) = wolf_run(serial(path));
     let run = start_sml(cfg);
     std::thread::sleep(Duration::from_millis(1500));
     let before = sensors(&published);
@@ -198,7 +148,7 @@ fn a_wrong_baud_rate_publishes_nothing_and_counts_the_rejections() {
 
     // And on the wire: nothing reaches the SENSOR payload.
     let (mut master, path) = pty();
-    let (cfg, published) = config(serial(path));
+    let (cfg, published) = wolf_run(serial(path));
     let run = start_sml(cfg);
     master.write_all(&received_at(&stream, 2400, 9600)).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -225,7 +175,7 @@ fn the_checked_in_capture_is_what_the_simulator_sends() {
 
 #[test]
 fn a_replayed_ebus_capture_publishes_every_telegram_then_ends() {
-    let (cfg, published) = config(vec![Binding {
+    let (cfg, published) = wolf_run(vec![Binding {
         meter: 1,
         source: Source::Replay(format!("{ROOT}/tests/fixtures/meters/wolf-csz-ebus.bin").into()),
     }]);
@@ -250,7 +200,7 @@ fn the_wolf_values_reach_the_broker_on_the_sensor_topic() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let bus = serve_pty(master, Wolf::default(), stop.clone(), |_, t| t);
-    let (mut cfg, _) = config(serial(path));
+    let (mut cfg, _) = wolf_run(serial(path));
     cfg.sink = sml::runner::SinkConfig::Mqtt(Box::new(mqtt_config(broker, "wolf")));
     let run = start_sml(cfg);
     // The first telegram of a cycle is the heater's broadcast.

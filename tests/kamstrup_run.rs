@@ -4,75 +4,19 @@
 //! frame) publish nothing wrong, and the decoder counts each one.
 
 mod common;
+#[path = "support/recorded_run.rs"]
+mod recorded_run;
 #[path = "kamstrup_sim.rs"]
 mod sim;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
-use serialport::{SerialPort, TTYPort};
+use recorded_run::*;
 use sim::*;
 use sml::decode::kamstrup::KamstrupDecoder;
 use sml::decode::{DecodeEvent, Decoder, Value};
-use sml::engine::scheduler::Publication;
-use sml::link::{Binding, Source};
-
-fn compile(text: &str) -> sml::script::Script {
-    let c = sml::script::compile(text.as_bytes());
-    c.script.unwrap_or_else(|| panic!("{:?}", c.diagnostics))
-}
-
-type Published = Arc<Mutex<Vec<Publication>>>;
-
-/// A run publishing every telegram into memory.
-fn config(
-    script: sml::script::Script,
-    bindings: Vec<Binding>,
-) -> (sml::runner::RunConfig, Published) {
-    let sink = sml::publish::RecordingSink::default();
-    let published = sink.published.clone();
-    let config = sml::runner::RunConfig {
-        script,
-        bindings,
-        engine: sml::engine::scheduler::EngineConfig {
-            teleperiod: Duration::from_secs(300),
-            every_telegram: true,
-            ..Default::default()
-        },
-        replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::backoff::Backoff {
-            first: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        },
-        sink: sml::runner::SinkConfig::Recording(sink),
-        decoders: sml::runner::default_decoders(),
-        hooks: Default::default(),
-    };
-    (config, published)
-}
-
-fn sensors(published: &Mutex<Vec<Publication>>) -> Vec<String> {
-    published
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| match p {
-            Publication::Sensor(s) => Some(without_time(s)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A pty pair: the master for the simulator, the slave's path for sml.
-fn pty() -> (TTYPort, std::path::PathBuf) {
-    let (master, slave) = TTYPort::pair().unwrap();
-    let path = std::path::PathBuf::from(slave.name().unwrap());
-    // Keep the slave side open for the test's length, so the pty does not hang up between opens.
-    std::mem::forget(slave);
-    (master, path)
-}
 
 fn multical_script() -> String {
     std::fs::read_to_string(concat!(
@@ -87,19 +31,8 @@ fn the_multical_script_of_the_meters_library_publishes_the_simulated_meters_valu
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, Simulator::multical(), stop.clone(), |_, r| Some(r));
-    let (cfg, published) = config(
-        compile(&multical_script()),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(compile(&multical_script()), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -156,19 +89,8 @@ fn spoilt_replies_on_the_wire_publish_nothing_wrong() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, fast_meter(), stop.clone(), spoil);
-    let (cfg, published) = config(
-        compile(FAST),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(compile(FAST), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     let answered = meter.join().unwrap();
     let got = sensors(&published);

@@ -3,73 +3,19 @@
 //! SENSOR payload; wrong replies on the wire publish nothing wrong.
 
 mod common;
+#[path = "support/recorded_run.rs"]
+mod recorded_run;
 #[path = "modbus_sim.rs"]
 mod sim;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use serialport::{SerialPort, TTYPort};
+use recorded_run::*;
 use sim::*;
-use sml::engine::scheduler::Publication;
 use sml::link::{Binding, Source};
-
-fn compile(text: &str) -> sml::script::Script {
-    let c = sml::script::compile(text.as_bytes());
-    c.script.unwrap_or_else(|| panic!("{:?}", c.diagnostics))
-}
-
-type Published = Arc<Mutex<Vec<Publication>>>;
-
-/// A run publishing every telegram into memory.
-fn config(
-    script: sml::script::Script,
-    bindings: Vec<Binding>,
-) -> (sml::runner::RunConfig, Published) {
-    let sink = sml::publish::RecordingSink::default();
-    let published = sink.published.clone();
-    let config = sml::runner::RunConfig {
-        script,
-        bindings,
-        engine: sml::engine::scheduler::EngineConfig {
-            teleperiod: Duration::from_secs(300),
-            every_telegram: true,
-            ..Default::default()
-        },
-        replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::backoff::Backoff {
-            first: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        },
-        sink: sml::runner::SinkConfig::Recording(sink),
-        decoders: sml::runner::default_decoders(),
-        hooks: Default::default(),
-    };
-    (config, published)
-}
-
-fn sensors(published: &Mutex<Vec<Publication>>) -> Vec<String> {
-    published
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| match p {
-            Publication::Sensor(s) => Some(without_time(s)),
-            _ => None,
-        })
-        .collect()
-}
-
-/// A pty pair: the master for the simulator, the slave's path for sml.
-fn pty() -> (TTYPort, std::path::PathBuf) {
-    let (master, slave) = TTYPort::pair().unwrap();
-    let path = std::path::PathBuf::from(slave.name().unwrap());
-    // Keep the slave side open for the test's length, so the pty does not hang up between opens.
-    std::mem::forget(slave);
-    (master, path)
-}
 
 #[test]
 fn the_sdm630_script_unchanged_publishes_the_simulated_meters_values() {
@@ -86,19 +32,8 @@ fn the_sdm630_script_unchanged_publishes_the_simulated_meters_values() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, sim, stop.clone(), |_, r| Some(r));
-    let (cfg, published) = config(
-        compile(&script_text),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(compile(&script_text), serial(path));
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -142,13 +77,7 @@ fn wrong_replies_on_the_wire_publish_nothing_wrong() {
         ])),
         _ => Some(reply),
     });
-    let (cfg, published) = config(
-        compile(TWO_SLAVES),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
+    let (cfg, published) = recorded_run(compile(TWO_SLAVES), serial(path));
     let run = start_sml(cfg);
     assert!(
         wait_for(Duration::from_secs(20), || sensors(&published)
@@ -202,13 +131,8 @@ fn tcp_script(port: u16) -> sml::script::Script {
 #[test]
 fn a_modbus_tcp_meter_is_polled_at_the_scripts_own_address_without_a_port() {
     let (port, stop, meter) = tcp_meter(229.5);
-    let (cfg, published) = config(tcp_script(port), vec![]);
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    let (cfg, published) = recorded_run(tcp_script(port), vec![]);
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -221,7 +145,7 @@ fn a_modbus_tcp_meter_is_polled_at_the_scripts_own_address_without_a_port() {
 fn a_port_option_overrides_the_scripts_modbus_tcp_address() {
     let (port, stop, meter) = tcp_meter(231.5);
     // The script names a port nobody listens on; --port 1=tcp://127.0.0.1:<port> wins.
-    let (cfg, published) = config(
+    let (cfg, published) = recorded_run(
         tcp_script(free_port()),
         vec![Binding {
             meter: 1,
@@ -231,12 +155,7 @@ fn a_port_option_overrides_the_scripts_modbus_tcp_address() {
             },
         }],
     );
-    let run = start_sml(cfg);
-    assert!(
-        wait_for(Duration::from_secs(20), || !sensors(&published).is_empty()),
-        "no SENSOR payload"
-    );
-    run.stop();
+    run_until_a_sensor_payload(cfg, &published);
     stop.store(true, Ordering::Relaxed);
     assert!(meter.join().unwrap() >= 1);
     assert_eq!(
@@ -264,13 +183,7 @@ fn the_sdm630_values_reach_the_broker_on_the_sensor_topic() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, sim, stop.clone(), |_, r| Some(r));
-    let (mut cfg, _) = config(
-        compile(&script_text),
-        vec![Binding {
-            meter: 1,
-            source: Source::Serial(path),
-        }],
-    );
+    let (mut cfg, _) = recorded_run(compile(&script_text), serial(path));
     cfg.sink = sml::runner::SinkConfig::Mqtt(Box::new(mqtt_config(broker, "sdm630")));
     let run = start_sml(cfg);
     let s = next_on(&seen, "home1/tele/sdm630/SENSOR", Duration::from_secs(20));
@@ -289,7 +202,7 @@ fn the_sdm630_values_reach_the_broker_on_the_sensor_topic() {
 fn a_replayed_modbus_capture_publishes_every_reply_then_ends() {
     let root = env!("CARGO_MANIFEST_DIR");
     let script_text = std::fs::read_to_string(format!("{root}/meters/sdm630-modbus.sml")).unwrap();
-    let (cfg, published) = config(
+    let (cfg, published) = recorded_run(
         compile(&script_text),
         vec![Binding {
             meter: 1,

@@ -3,18 +3,18 @@
 //! payload; bad replies on the wire publish nothing wrong.
 
 mod common;
+#[path = "support/recorded_run.rs"]
+mod recorded_run;
 #[path = "pzem_sim.rs"]
 mod sim;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use serialport::{SerialPort, TTYPort};
+use recorded_run::*;
 use sim::*;
-use sml::engine::scheduler::Publication;
-use sml::link::{Binding, Source};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -24,61 +24,6 @@ fn script(period: &str) -> sml::script::Script {
     let text = text.replace("PZEM,1,10,", &format!("PZEM,1,{period},"));
     let c = sml::script::compile(text.as_bytes());
     c.script.unwrap_or_else(|| panic!("{:?}", c.diagnostics))
-}
-
-type Published = Arc<Mutex<Vec<Publication>>>;
-
-fn config(
-    script: sml::script::Script,
-    bindings: Vec<Binding>,
-) -> (sml::runner::RunConfig, Published) {
-    let sink = sml::publish::RecordingSink::default();
-    let published = sink.published.clone();
-    let config = sml::runner::RunConfig {
-        script,
-        bindings,
-        engine: sml::engine::scheduler::EngineConfig {
-            teleperiod: Duration::from_secs(300),
-            every_telegram: true,
-            ..Default::default()
-        },
-        replay_speed: sml::link::ReplaySpeed::Max,
-        link_backoff: sml::backoff::Backoff {
-            first: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        },
-        sink: sml::runner::SinkConfig::Recording(sink),
-        decoders: sml::runner::default_decoders(),
-        hooks: Default::default(),
-    };
-    (config, published)
-}
-
-fn sensors(published: &Mutex<Vec<Publication>>) -> Vec<String> {
-    published
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|p| match p {
-            Publication::Sensor(s) => Some(without_time(s)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn pty() -> (TTYPort, std::path::PathBuf) {
-    let (master, slave) = TTYPort::pair().unwrap();
-    let path = std::path::PathBuf::from(slave.name().unwrap());
-    // Keep the slave side open for the test's length, so the pty does not hang up between opens.
-    std::mem::forget(slave);
-    (master, path)
-}
-
-fn serial(path: std::path::PathBuf) -> Vec<Binding> {
-    vec![Binding {
-        meter: 1,
-        source: Source::Serial(path),
-    }]
 }
 
 /// Every value of the default meter, as they come in a payload that has them all.
@@ -99,7 +44,7 @@ fn the_library_script_publishes_the_simulated_meters_values() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, Pzem::default(), stop.clone(), |_, r| Some(r));
-    let (cfg, published) = config(script("10"), serial(path));
+    let (cfg, published) = recorded_run(script("10"), serial(path));
     let run = start_sml(cfg);
     let ok = wait_for(Duration::from_secs(20), || has_all(&published));
     run.stop();
@@ -149,7 +94,7 @@ fn bad_replies_on_the_wire_publish_nothing_wrong() {
             _ => Some(good),
         }
     });
-    let (cfg, published) = config(script("1"), serial(path));
+    let (cfg, published) = recorded_run(script("1"), serial(path));
     let run = start_sml(cfg);
     let ok = wait_for(Duration::from_secs(20), || has_all(&published));
     run.stop();
@@ -167,7 +112,7 @@ fn silence_publishes_nothing() {
     let (master, path) = pty();
     let stop = Arc::new(AtomicBool::new(false));
     let meter = serve_pty(master, Pzem::default(), stop.clone(), |_, _| None);
-    let (cfg, published) = config(script("1"), serial(path));
+    let (cfg, published) = recorded_run(script("1"), serial(path));
     let run = start_sml(cfg);
     std::thread::sleep(Duration::from_millis(1500));
     run.stop();

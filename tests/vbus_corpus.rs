@@ -7,14 +7,16 @@
 
 #[path = "vbus_sim.rs"]
 mod sim;
+#[path = "support/type_corpus.rs"]
+mod type_corpus;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use sim::Controller;
-use sml::decode::{decoder_for, DecodeEvent};
+use sml::decode::decoder_for;
 use sml::script::model::{Decoding, Meter};
+use type_corpus::{defines_meter_of, judge_meters, source_of, TypeCorpus};
 
 /// Scripts that do not run against a well-behaved meter, and why (checked by the test).
 const KNOWN_BROKEN: &[(&str, &str)] = &[(
@@ -23,160 +25,34 @@ const KNOWN_BROKEN: &[(&str, &str)] = &[(
      the `+1` line) and no `>D` declares `r` (tests/corpus-known-broken.tsv)",
 )];
 
-fn shared() -> PathBuf {
-    std::env::var_os("SML_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
-fn corpus() -> Option<PathBuf> {
-    let dir = shared().join("corpus/tasmota-community");
-    dir.is_dir().then_some(dir)
-}
-
-/// The script as it runs: a fragment without `>D` goes into the host template (as `tests/corpus.rs`
-/// does), so `%rxpin%` and friends resolve.
-fn source_of(path: &Path) -> Vec<u8> {
-    let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
-    let template = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/fragment-template.sml"
-    ))
-    .unwrap();
-    if !text.lines().any(|l| l.trim_start().starts_with(">D")) {
-        return format!("{template}{text}").into_bytes();
-    }
-    let Some(d) = text.lines().position(|l| l.trim_start().starts_with(">D")) else {
-        return text.into_bytes();
-    };
-    let mut lines: Vec<&str> = text.split('\n').collect();
-    let host: Vec<&str> = template
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.starts_with('>'))
-        .filter(|l| {
-            let name = l.split('=').next().unwrap_or("");
-            text.contains(&format!("{name}%"))
-                && !text
-                    .lines()
-                    .any(|x| x.trim_start().starts_with(&format!("{name}=")))
-        })
-        .collect();
-    for (i, h) in host.iter().enumerate() {
-        lines.insert(d + 1 + i, h);
-    }
-    lines.join("\n").into_bytes()
-}
-
 /// Feed one telegram of `controller` to `meter`'s decoder; the entries that got a value, and the
 /// decoder's complaints.
 fn run_meter(meter: &Meter, controller: &Controller) -> (BTreeSet<u16>, Vec<String>) {
     let mut d = decoder_for(meter).unwrap();
     d.handle_bytes(Instant::now(), &controller.telegram());
     d.handle_end();
-    let (mut got, mut complaints) = (BTreeSet::new(), Vec::new());
-    while let Some(ev) = d.poll_event() {
-        match ev {
-            DecodeEvent::Telegram(t) => got.extend(t.readings.iter().map(|r| r.entry)),
-            DecodeEvent::Error(e) => complaints.push(e.to_string()),
-            DecodeEvent::Discarded { .. } => {}
-        }
-    }
-    (got, complaints)
+    type_corpus::drain(d.as_mut(), false)
 }
 
 #[test]
 fn every_vbus_script_of_the_corpus_runs_against_a_simulated_controller() {
-    let Some(dir) = corpus() else {
-        eprintln!("the community corpus is absent: skipped");
-        return;
-    };
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tas"))
-        .collect();
-    paths.sort();
-    let sim = Controller::deltasol_bs_plus();
-    let (mut total, mut runs) = (0, 0);
-    let mut failures = Vec::new();
-    let mut report = Vec::new();
-    for path in &paths {
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let compiled = sml::script::compile(&source_of(path));
-        let Some(script) = compiled.script else {
-            let text = String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
-            if text.lines().any(|l| {
-                let f: Vec<&str> = l.split(',').collect();
-                l.starts_with('+') && f.len() > 2 && f[2].starts_with('v')
-            }) {
-                total += 1;
-                report.push(format!("{name}: does not compile"));
-                check(&name, Some("does not compile"), &mut failures);
-            }
-            continue;
-        };
-        let meters: Vec<&Meter> = script
-            .meters
-            .iter()
-            .filter(|m| matches!(m.decoding, Decoding::Vbus(_)))
-            .collect();
-        if meters.is_empty() {
-            continue;
-        }
-        total += 1;
-        let mut missing = Vec::new();
-        let mut complaints = Vec::new();
-        for m in meters {
-            let (got, errs) = run_meter(m, &sim);
-            let Decoding::Vbus(metrics) = &m.decoding else {
-                unreachable!()
-            };
-            for metric in metrics {
-                if !got.contains(&metric.output.entry) {
-                    missing.push(format!(
-                        "meter {} line {} `{}`",
-                        m.index, metric.output.line, metric.output.name
-                    ));
-                }
-            }
-            complaints.extend(errs);
-        }
-        if missing.is_empty() {
-            runs += 1;
-            check(&name, None, &mut failures);
-        } else {
-            complaints.dedup();
-            let why = format!(
-                "no value for {} (decoder said: {})",
-                missing.join(", "),
-                complaints.join("; ")
-            );
-            report.push(format!("{name}: {why}"));
-            check(&name, Some(&why), &mut failures);
-        }
+    let controller = Controller::deltasol_bs_plus();
+    TypeCorpus {
+        label: "vbus corpus",
+        kind: "VBus scripts",
+        known_broken: KNOWN_BROKEN,
+        mentions: |text| defines_meter_of(text, &['v']),
+        source: source_of,
     }
-    eprintln!("vbus corpus: {runs}/{total} scripts run end to end");
-    for r in &report {
-        eprintln!("  {r}");
-    }
-    assert!(total > 0, "the corpus has VBus scripts");
-    assert!(
-        failures.is_empty(),
-        "{} problem(s):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-}
-
-/// Compare one script's outcome with [`KNOWN_BROKEN`].
-fn check(name: &str, broken: Option<&str>, failures: &mut Vec<String>) {
-    let listed = KNOWN_BROKEN.iter().find(|(n, _)| *n == name);
-    match (broken, listed) {
-        (None, None) | (Some(_), Some(_)) => {}
-        (None, Some((_, reason))) => failures.push(format!(
-            "{name} runs now; take it off KNOWN_BROKEN ({reason})"
-        )),
-        (Some(why), None) => failures.push(format!("{name} does not run: {why}")),
-    }
+    .check_every_script(|script, _| {
+        judge_meters(
+            script,
+            |m| match &m.decoding {
+                Decoding::Vbus(metrics) => Some(metrics.as_slice()),
+                _ => None,
+            },
+            |m| run_meter(m, &controller),
+            false,
+        )
+    });
 }

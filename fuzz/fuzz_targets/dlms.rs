@@ -6,12 +6,16 @@
 
 #![no_main]
 
-use std::time::Instant;
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::dlms::apdu::{self, Keys};
 use sml::decode::dlms::{explain, frame, DlmsDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
+use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,r,0,9600,IM350\n\
 1,=so4,000102030405060708090A0B0C0D0E0F\n\
@@ -30,37 +34,14 @@ fn keys() -> Keys {
     }
 }
 
-fn meter() -> sml::script::model::Meter {
-    static METER: std::sync::OnceLock<sml::script::model::Meter> = std::sync::OnceLock::new();
-    METER
-        .get_or_init(|| sml::script::compile(SCRIPT.as_bytes()).script.unwrap().meters[0].clone())
-        .clone()
-}
-
 fn run(data: &[u8], chunk: usize) -> (Vec<DecodeEvent>, DecodeStats) {
-    let mut d = DlmsDecoder::new(&meter());
-    let now = Instant::now();
-    let mut events: Vec<DecodeEvent> = Vec::new();
-    let push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
-        if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
-            (&e, events.last_mut())
-        {
-            *last += bytes;
-        } else {
-            events.push(e);
-        }
-    };
-    for piece in data.chunks(chunk.max(1)) {
-        d.handle_bytes(now, piece);
-        while let Some(e) = d.poll_event() {
-            push(&mut events, e);
-        }
-    }
-    d.handle_end();
-    while let Some(e) = d.poll_event() {
-        push(&mut events, e);
-    }
-    (events, d.stats())
+    static METER: OnceLock<Meter> = OnceLock::new();
+    common::run(
+        DlmsDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        false,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -82,11 +63,6 @@ fuzz_target!(|input: &[u8]| {
             frame::mbus_frames(&apdu, 64)
         }
     };
-    let (whole, whole_stats) = run(&wire, wire.len().max(1));
-    let (chunked, chunked_stats) = run(&wire, chunk);
-    assert_eq!(whole_stats, chunked_stats, "statistics depend on chunking (chunk {chunk})");
-    if wire.len() < 2 * MAX_QUEUED_EVENTS {
-        assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
-    }
+    common::assert_chunking_invariant(wire.len(), chunk, MAX_QUEUED_EVENTS, |c| run(&wire, c));
     let _ = explain(&wire, Some(&keys()));
 });

@@ -3,11 +3,15 @@
 
 #![no_main]
 
-use std::time::Instant;
+use std::sync::OnceLock;
+
+#[path = "common/mod.rs"]
+mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::kamstrup::{KamstrupDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
+use sml::script::model::Meter;
 
 const SCRIPT: &str = ">D\n>M 1\n+1,3,k,0,9600,K,1,10,3F10040001041E043403FF,3F1001003C\n\
 1,3F100001kstr@i0:1000,a,kWh,a,3\n\
@@ -16,41 +20,14 @@ const SCRIPT: &str = ">D\n>M 1\n+1,3,k,0,9600,K,1,10,3F10040001041E043403FF,3F10
 1,3F10003Ckstr@i1:#,d,,d,0\n\
 1,3F10xxxxUUuu@1,e,,e,0\n#\n";
 
-fn meter() -> sml::script::model::Meter {
-    static METER: std::sync::OnceLock<sml::script::model::Meter> = std::sync::OnceLock::new();
-    METER
-        .get_or_init(|| sml::script::compile(SCRIPT.as_bytes()).script.unwrap().meters[0].clone())
-        .clone()
-}
-
 fn run(data: &[u8], chunk: usize, ask: bool) -> (Vec<DecodeEvent>, DecodeStats) {
-    let mut d = KamstrupDecoder::new(&meter());
-    let now = Instant::now();
-    if ask {
-        d.poll_transmit(now);
-    }
-    let mut events: Vec<DecodeEvent> = Vec::new();
-    // Discards split by a poll are one run of skipped bytes.
-    let push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
-        if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
-            (&e, events.last_mut())
-        {
-            *last += bytes;
-        } else {
-            events.push(e);
-        }
-    };
-    for piece in data.chunks(chunk.max(1)) {
-        d.handle_bytes(now, piece);
-        while let Some(e) = d.poll_event() {
-            push(&mut events, e);
-        }
-    }
-    d.handle_end();
-    while let Some(e) = d.poll_event() {
-        push(&mut events, e);
-    }
-    (events, d.stats())
+    static METER: OnceLock<Meter> = OnceLock::new();
+    common::run(
+        KamstrupDecoder::new(&common::first_meter(&METER, SCRIPT)),
+        data,
+        chunk,
+        ask,
+    )
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -59,13 +36,5 @@ fuzz_target!(|input: &[u8]| {
     };
     let chunk = usize::from(control & 0x7f) + 1;
     let ask = control & 0x80 != 0;
-    let (whole, whole_stats) = run(data, data.len().max(1), ask);
-    let (chunked, chunked_stats) = run(data, chunk, ask);
-    assert_eq!(
-        whole_stats, chunked_stats,
-        "statistics depend on chunking (chunk {chunk})"
-    );
-    if data.len() < 2 * MAX_QUEUED_EVENTS {
-        assert_eq!(whole, chunked, "events depend on chunking (chunk {chunk})");
-    }
+    common::assert_chunking_invariant(data.len(), chunk, MAX_QUEUED_EVENTS, |c| run(data, c, ask));
 });

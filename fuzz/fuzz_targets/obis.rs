@@ -4,11 +4,12 @@
 
 #![no_main]
 
-use std::time::Instant;
+#[path = "common/mod.rs"]
+mod common;
 
 use libfuzzer_sys::fuzz_target;
 use sml::decode::obis::{ObisDecoder, MAX_QUEUED_EVENTS};
-use sml::decode::{DecodeEvent, DecodeStats, Decoder};
+use sml::decode::{DecodeEvent, DecodeStats};
 
 mod support {
     use sml::script::compile;
@@ -36,29 +37,7 @@ fn run(data: &[u8], chunk: usize, window_mode: bool) -> (Vec<DecodeEvent>, Decod
     if window_mode {
         meter.options.so2_flags = Some(1);
     }
-    let mut d = ObisDecoder::new(&meter);
-    let now = Instant::now();
-    let mut events: Vec<DecodeEvent> = Vec::new();
-    let push = |events: &mut Vec<DecodeEvent>, e: DecodeEvent| {
-        if let (DecodeEvent::Discarded { bytes }, Some(DecodeEvent::Discarded { bytes: last })) =
-            (&e, events.last_mut())
-        {
-            *last += bytes;
-        } else {
-            events.push(e);
-        }
-    };
-    for piece in data.chunks(chunk.max(1)) {
-        d.handle_bytes(now, piece);
-        while let Some(e) = d.poll_event() {
-            push(&mut events, e);
-        }
-    }
-    d.handle_end();
-    while let Some(e) = d.poll_event() {
-        push(&mut events, e);
-    }
-    (events, d.stats())
+    common::run(ObisDecoder::new(&meter), data, chunk, false)
 }
 
 fuzz_target!(|input: &[u8]| {

@@ -5,11 +5,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// `$SML_SHARED` (a git worktree beside the repository has no `../shared`), else `../shared`.
-pub fn corpus_dir() -> Option<PathBuf> {
-    let shared = std::env::var_os("SML_SHARED")
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("SML_SHARED")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("corpus/tasmota-community");
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// The community corpus in [`shared_dir`], if it is there.
+pub fn corpus_dir() -> Option<PathBuf> {
+    let dir = shared_dir().join("corpus/tasmota-community");
     dir.is_dir().then_some(dir)
 }
 
