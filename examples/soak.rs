@@ -475,12 +475,22 @@ fn summary(
     let mut expected = 0u64;
     let mut lost = 0u64;
     let mut never_sent = 0u64;
+    let mut lost_list = String::new();
     for (i, sent) in meters.sent.iter().enumerate() {
         let sent: HashSet<u64> = sent.lock().unwrap().iter().copied().collect();
         expected += sent.len() as u64;
         let got = &seen.per_meter[i];
-        lost += sent.iter().filter(|s| !got.contains(s)).count() as u64;
+        let mut missing: Vec<u64> = sent.iter().filter(|s| !got.contains(s)).copied().collect();
+        missing.sort();
+        for seq in &missing {
+            lost_list.push_str(&format!("meter {} seq {seq}\n", i + 1));
+        }
+        lost += missing.len() as u64;
         never_sent += got.iter().filter(|s| !sent.contains(s)).count() as u64;
+    }
+    if final_run {
+        // Which telegrams, to set beside events.txt (the sequence number is the send time).
+        let _ = std::fs::write(opts.out.join("lost.txt"), &lost_list);
     }
     let minutes = samples.last().map_or(0.0, |s| s.minutes);
     format!(
@@ -554,6 +564,20 @@ fn replot(opts: &Opts) {
     if let Err(e) = plot(&opts.out, &samples, opts.warm_up) {
         eprintln!("plot: {e}");
     }
+}
+
+/// One line of OUT/events.txt: what the soak did, at which telegram sequence number.
+fn note_event(out: &Path, epoch: Instant, interval: Duration, what: &str) {
+    let seq = Instant::now()
+        .saturating_duration_since(epoch)
+        .as_secs_f64()
+        / interval.as_secs_f64();
+    let line = format!("seq {seq:.1}: {what}\n");
+    let _ = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("events.txt"))
+        .and_then(|mut f| f.write_all(line.as_bytes()));
 }
 
 fn main() {
@@ -650,9 +674,11 @@ fn main() {
     while start.elapsed() < run_for {
         let now = Instant::now();
         if opts.broker_restart_every > 0 && now >= next_restart {
+            note_event(&opts.out, epoch, interval, "broker stops");
             broker.stop();
             std::thread::sleep(Duration::from_secs(opts.broker_down));
             broker.start(opts.broker_port);
+            note_event(&opts.out, epoch, interval, "broker back");
             events.broker_restarts += 1;
             next_restart += Duration::from_secs(opts.broker_restart_every);
         }
@@ -665,6 +691,12 @@ fn main() {
                 let i = (rng % n as u64) as usize;
                 *meters.down_until[i].lock().unwrap() =
                     Some(Instant::now() + Duration::from_secs(opts.drop_for));
+                note_event(
+                    &opts.out,
+                    epoch,
+                    interval,
+                    &format!("meter {} drops", i + 1),
+                );
             }
             events.source_drops += 1;
             next_drop += Duration::from_secs(opts.drop_every);
