@@ -402,43 +402,60 @@ fn plot(out: &Path, samples: &[Sample], warm_up: f64) -> Result<(), Box<dyn std:
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(420);
     let end = samples.last().map_or(1.0, |s| s.minutes).max(1.0);
-    let rss_max = samples.iter().map(|s| s.rss_mb).fold(1.0, f64::max) * 1.2;
-    let mut chart = ChartBuilder::on(&top)
-        .caption("sml RSS during the soak", ("sans-serif", 22))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..end, 0.0..rss_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .y_desc("RSS (MB)")
-        .draw()?;
-    chart.draw_series(LineSeries::new(
-        samples.iter().map(|s| (s.minutes, s.rss_mb)),
-        &BLUE,
-    ))?;
-    chart.draw_series(LineSeries::new(
-        [(warm_up, 0.0), (warm_up, rss_max)],
-        &BLACK.mix(0.3),
-    ))?;
-    let cpu_max = samples.iter().map(|s| s.cpu_pct).fold(1.0, f64::max) * 1.2;
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("sml CPU (% of one core)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..end, 0.0..cpu_max)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .y_desc("CPU %")
-        .draw()?;
-    chart.draw_series(LineSeries::new(
-        samples.iter().map(|s| (s.minutes, s.cpu_pct)),
-        &RED,
-    ))?;
+    let rss: Vec<(f64, f64)> = samples.iter().map(|s| (s.minutes, s.rss_mb)).collect();
+    let cpu: Vec<(f64, f64)> = samples.iter().map(|s| (s.minutes, s.cpu_pct)).collect();
+    panel(
+        &top,
+        "sml RSS during the soak",
+        "RSS (MB)",
+        end,
+        &rss,
+        BLUE,
+        Some(warm_up),
+    )?;
+    panel(
+        &bottom,
+        "sml CPU (% of one core)",
+        "CPU %",
+        end,
+        &cpu,
+        RED,
+        None,
+    )?;
     root.present()?;
+    Ok(())
+}
+
+/// One chart of the plot: a series over minutes, and a faint line at the end of warm-up.
+fn panel<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    end: f64,
+    points: &[(f64, f64)],
+    colour: plotters::style::RGBColor,
+    marker: Option<f64>,
+) -> Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    let top = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..end, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .y_desc(y_desc)
+        .draw()?;
+    chart.draw_series(LineSeries::new(points.iter().copied(), &colour))?;
+    if let Some(x) = marker {
+        chart.draw_series(LineSeries::new([(x, 0.0), (x, top)], &BLACK.mix(0.3)))?;
+    }
     Ok(())
 }
 
