@@ -253,9 +253,7 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
         // An `=so4` line (a key, or a placeholder where the key belongs) makes a raw meter a DLMS
         // push meter (Tasmota's decrypting HAN parser); without a usable key it says so and
         // publishes nothing rather than reading ciphertext as values.
-        Decoding::Raw { .. } if raw::is_encrypted(meter) => {
-            Ok(Box::new(dlms::DlmsDecoder::new(meter)))
-        }
+        Decoding::Raw { .. } if dlms::wants(meter) => Ok(Box::new(dlms::DlmsDecoder::new(meter))),
         Decoding::Raw { .. } => Ok(Box::new(raw::RawDecoder::new(meter))),
         Decoding::Can(_) => Ok(Box::new(can::CanDecoder::new(meter))),
         Decoding::Counter { .. } => Ok(Box::new(counter::CounterDecoder::new(

@@ -55,9 +55,17 @@ pub struct DlmsStats {
     pub no_key: u64,
 }
 
-/// Whether a meter is decoded here: a raw meter with an `=so4` key.
+/// Whether a meter is decoded here, not by the plain raw decoder: a raw meter with an `=so4` line, a
+/// key or a placeholder where the key belongs (its telegrams are ciphertext either way; without a
+/// usable key they are counted as such, never read as values).
 pub fn wants(meter: &Meter) -> bool {
-    matches!(meter.decoding, Decoding::Raw { .. }) && meter.options.aes_key.is_some()
+    matches!(meter.decoding, Decoding::Raw { .. })
+        && (meter.options.aes_key.is_some()
+            || meter
+                .options
+                .raw
+                .iter()
+                .any(|(_, text)| text.trim_start().starts_with("4,")))
 }
 
 pub struct DlmsDecoder {

@@ -341,17 +341,6 @@ impl RawDecoder {
     }
 }
 
-/// An encrypted meter (`=so4` with a key, or a placeholder where the key belongs): the `dlms`
-/// decoder's, not this one's.
-pub fn is_encrypted(meter: &Meter) -> bool {
-    meter.options.aes_key.is_some()
-        || meter
-            .options
-            .raw
-            .iter()
-            .any(|(_, text)| text.trim_start().starts_with("4,"))
-}
-
 /// `=so3,N`: the window (and serial buffer) size.
 fn window_of(meter: &Meter) -> usize {
     meter
