@@ -334,7 +334,7 @@ impl Broker {
     /// A clean stop (SIGTERM: mosquitto saves its sessions), as a package upgrade does.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = nix_kill(child.id(), libc::SIGTERM);
+            let _ = kill(child.id(), libc::SIGTERM);
             let _ = child.wait();
         }
     }
@@ -346,7 +346,7 @@ impl Drop for Broker {
     }
 }
 
-fn nix_kill(pid: u32, signal: i32) -> std::io::Result<()> {
+fn kill(pid: u32, signal: i32) -> std::io::Result<()> {
     // SAFETY: kill(2) with a pid this tool spawned and a valid signal number.
     if unsafe { libc::kill(pid as i32, signal) } == 0 {
         Ok(())
@@ -464,6 +464,30 @@ struct Events {
     source_drops: u64,
 }
 
+/// RSS and CPU after warm-up: the RSS at its end (`base`), the highest after it, the last.
+struct Usage {
+    base: f64,
+    peak: f64,
+    last: f64,
+    /// Peak over base, percent.
+    growth: f64,
+    cpu_mean: f64,
+}
+
+fn usage(samples: &[Sample], warm_up: f64) -> Usage {
+    let after: Vec<&Sample> = samples.iter().filter(|s| s.minutes >= warm_up).collect();
+    let base = after.first().map_or(0.0, |s| s.rss_mb);
+    let peak = after.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
+    Usage {
+        base,
+        peak,
+        last: samples.last().map_or(0.0, |s| s.rss_mb),
+        growth: 100.0 * (peak - base) / base.max(f64::MIN_POSITIVE),
+        cpu_mean: after.iter().map(|s| s.cpu_pct).sum::<f64>() / after.len().max(1) as f64,
+    }
+}
+
+/// The summary's text, and the telegrams lost or published without having been sent.
 fn summary(
     opts: &Opts,
     samples: &[Sample],
@@ -471,24 +495,14 @@ fn summary(
     meters: &Meters,
     seen: &Seen,
     final_run: bool,
-) -> String {
-    let after: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.minutes >= opts.warm_up)
-        .collect();
-    let base = after.first().map_or(0.0, |s| s.rss_mb);
-    let peak = after.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
-    let last = samples.last().map_or(0.0, |s| s.rss_mb);
-    let growth = if base > 0.0 {
-        100.0 * (peak - base) / base
-    } else {
-        0.0
-    };
-    let cpu_mean = if after.is_empty() {
-        0.0
-    } else {
-        after.iter().map(|s| s.cpu_pct).sum::<f64>() / after.len() as f64
-    };
+) -> (String, u64) {
+    let Usage {
+        base,
+        peak,
+        last,
+        growth,
+        cpu_mean,
+    } = usage(samples, opts.warm_up);
     let mut expected = 0u64;
     let mut lost = 0u64;
     let mut never_sent = 0u64;
@@ -510,7 +524,7 @@ fn summary(
         let _ = std::fs::write(opts.out.join("lost.txt"), &lost_list);
     }
     let minutes = samples.last().map_or(0.0, |s| s.minutes);
-    format!(
+    let text = format!(
         "# sml soak{}\n\n\
          | | |\n|---|---|\n\
          | meters | {} ({} DSMR `o`, {} SML `s`), one telegram each every {} s |\n\
@@ -543,7 +557,8 @@ fn summary(
     ) + &*format!(
         "\nsent total {} (counter)\n",
         meters.sent_total.load(Ordering::Relaxed)
-    )
+    );
+    (text, lost + never_sent)
 }
 
 /// `--replot`: the samples of a finished run, the RSS figures after `warm_up`, a new plot.
@@ -563,20 +578,17 @@ fn replot(opts: &Opts) {
             })
         })
         .collect();
-    let after: Vec<&Sample> = samples
-        .iter()
-        .filter(|s| s.minutes >= opts.warm_up)
-        .collect();
-    let base = after.first().map_or(0.0, |s| s.rss_mb);
-    let peak = after.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
-    let cpu = after.iter().map(|s| s.cpu_pct).sum::<f64>() / after.len().max(1) as f64;
+    let u = usage(&samples, opts.warm_up);
     println!(
-        "{} samples; RSS after {:.0} min warm-up {base:.1} MB, peak after {peak:.1} MB ({:+.1} %), \
-         at the end {:.1} MB; CPU after warm-up {cpu:.1} % of one core (mean)",
+        "{} samples; RSS after {:.0} min warm-up {:.1} MB, peak after {:.1} MB ({:+.1} %), \
+         at the end {:.1} MB; CPU after warm-up {:.1} % of one core (mean)",
         samples.len(),
         opts.warm_up,
-        100.0 * (peak - base) / base.max(f64::MIN_POSITIVE),
-        samples.last().map_or(0.0, |s| s.rss_mb),
+        u.base,
+        u.peak,
+        u.growth,
+        u.last,
+        u.cpu_mean,
     );
     if let Err(e) = plot(&opts.out, &samples, opts.warm_up) {
         eprintln!("plot: {e}");
@@ -597,10 +609,13 @@ fn note_event(out: &Path, epoch: Instant, interval: Duration, what: &str) {
         .and_then(|mut f| f.write_all(line.as_bytes()));
 }
 
-fn main() {
+/// Exits 1 when a telegram was lost or a value published that was never sent, or when sml died
+/// or did not exit 0 on SIGTERM: a soak run by a script must not pass on a failure.
+fn main() -> std::process::ExitCode {
     let opts = Opts::parse();
     if opts.replot {
-        return replot(&opts);
+        replot(&opts);
+        return std::process::ExitCode::SUCCESS;
     }
     std::fs::create_dir_all(&opts.out).unwrap();
     let n = opts.meters;
@@ -688,6 +703,7 @@ fn main() {
     let mut next_report = start + Duration::from_secs(300);
     let mut last_cpu: Option<(Instant, f64)> = None;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut sml_died = false;
     while start.elapsed() < run_for {
         let now = Instant::now();
         if opts.broker_restart_every > 0 && now >= next_restart {
@@ -742,12 +758,13 @@ fn main() {
                 samples.push(s);
             } else {
                 eprintln!("sml (pid {pid}) is gone: {:?}", sml.try_wait());
+                sml_died = true;
                 break;
             }
         }
         if now >= next_report {
             next_report += Duration::from_secs(300);
-            let text = summary(
+            let (text, _) = summary(
                 &opts,
                 &samples,
                 &events,
@@ -774,20 +791,30 @@ fn main() {
         }
         last = now;
     }
-    let _ = nix_kill(pid, libc::SIGTERM);
+    let _ = kill(pid, libc::SIGTERM);
     let status = sml.wait();
-    let text = summary(
+    let (text, faults) = summary(
         &opts,
         &samples,
         &events,
         &meters,
         &seen.lock().unwrap(),
         true,
-    ) + &*format!("sml exit after SIGTERM: {status:?}\n");
+    );
+    let text = text + &*format!("sml exit after SIGTERM: {status:?}\n");
     std::fs::write(opts.out.join("summary.md"), &text).unwrap();
     if let Err(e) = plot(&opts.out, &samples, opts.warm_up) {
         eprintln!("plot: {e}");
     }
     print!("{text}");
     drop(broker);
+    let clean_exit = status.is_ok_and(|s| s.success());
+    if faults > 0 || sml_died || !clean_exit {
+        eprintln!(
+            "soak failed: {faults} telegrams lost or never sent, sml died early: {sml_died}, \
+             clean exit: {clean_exit}"
+        );
+        return std::process::ExitCode::FAILURE;
+    }
+    std::process::ExitCode::SUCCESS
 }
