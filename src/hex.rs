@@ -60,6 +60,16 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+/// Bytes as upper-case hex pairs, no separator (`0A1B`): as Tasmota scripts write patterns and
+/// as meter documentation prints addresses.
+pub fn encode_upper(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02X}");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +78,7 @@ mod tests {
     fn pairs_decode_with_whitespace_between_them() {
         assert_eq!(decode(b"0a 1B\nff").unwrap(), vec![0x0a, 0x1b, 0xff]);
         assert_eq!(encode(&[0x0a, 0x1b, 0xff]), "0a1bff");
+        assert_eq!(encode_upper(&[0x0a, 0x1b, 0xff]), "0A1BFF");
     }
 
     #[test]

@@ -254,7 +254,7 @@ pub fn pseudo_mac(topic: &str) -> String {
     let bytes = h.to_be_bytes();
     // Locally administered, unicast: 0x02 in the first octet, so it is nobody's vendor prefix.
     let mac = [0x02u8, bytes[3], bytes[4], bytes[5], bytes[6], bytes[7]];
-    mac.iter().map(|b| format!("{b:02X}")).collect()
+    crate::hex::encode_upper(&mac)
 }
 
 /// Tasmota discovery's two retained messages: the device (`config`) and its sensors (`sensors`),

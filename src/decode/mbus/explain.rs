@@ -98,7 +98,7 @@ fn frame_report(text: &mut String, lines: &mut String, frame: &[u8], at: usize, 
         if r.subunit != 0 {
             let _ = write!(place, " subunit {}", r.subunit);
         }
-        let head: String = r.head.iter().map(|b| format!("{b:02X}")).collect();
+        let head = crate::hex::encode_upper(&r.head);
         let _ = writeln!(
             text,
             "{:>6}  {head:<12} {} ({}{place}) = {value}",

@@ -103,10 +103,7 @@ impl Record {
             return None;
         }
         let mask = self.field.tasmota_mask()?;
-        let mut line = format!("{meter},");
-        for b in &self.head {
-            let _ = write!(line, "{b:02X}");
-        }
+        let mut line = format!("{meter},{}", crate::hex::encode_upper(&self.head));
         // Tasmota divides by the number after `@`: the inverse of the record's scale.
         let divisor = 1.0 / self.scale;
         let precision = if self.exponent < 0 {
