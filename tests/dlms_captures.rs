@@ -209,7 +209,10 @@ fn dlms_captures_reproduce_the_peers_values() {
         };
         if std::env::var_os("DLMS_CAPTURES_DEBUG").is_some() {
             // `DLMS_CAPTURES_DEBUG=1`: what each capture holds, to review a mismatch.
-            eprintln!("== {name}\n{}", sml::decode::dlms::explain(&bytes, None));
+            eprintln!(
+                "== {name}\n{}",
+                sml::decode::dlms::explain(&bytes, None).text
+            );
         }
         let n = out.notifications.first();
         let items = n
@@ -282,7 +285,7 @@ fn the_kaifa_capture_with_its_posted_key_decrypts() {
         values.iter().any(|v| obis_key(&v.obis) == "1-0:1.8.0"),
         "{values:#?}"
     );
-    println!("{}", sml::decode::dlms::explain(&bytes, Some(&keys)));
+    println!("{}", sml::decode::dlms::explain(&bytes, Some(&keys)).text);
     // The wrong key: a clear rejection, no notification.
     let wrong = Keys {
         encryption: *b"9CoQ7w5LMFoLS3gK",

@@ -195,3 +195,34 @@ fn decode_explain_lists_the_capture_with_offsets_and_without_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("meter 1 is type 'm'"));
 }
+
+#[test]
+fn decode_explain_of_a_capture_without_a_good_frame_exits_1_and_says_so() {
+    // A DLMS meter's listing of M-Bus noise, and an M-Bus listing (capture alone) of the DLMS
+    // capture: each holds nothing its reader can use, which a script must not take for success.
+    for args in [
+        &[
+            "decode",
+            "--explain",
+            "meters/siemens-im350-dlms.sml",
+            "meters/index.toml",
+        ][..],
+        &[
+            "decode",
+            "--explain",
+            "tests/fixtures/meters/siemens-im350-dlms.bin",
+        ][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sml"))
+            .current_dir(root())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("no good frame"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -112,7 +112,7 @@ fn every_ebus_capture_decodes_and_reproduces_its_expected_values() {
         let (_, telegrams, errors) =
             decode(">D\n>M 1\n+1,3,e,0,2400,B\n1,uu@1,QQ,,qq,0\n#\n", &bytes);
         // The listing for `sml decode --explain` shows the telegram and no rejection.
-        let listing = sml::decode::ebus::explain(&bytes);
+        let listing = sml::decode::ebus::explain(&bytes).text;
         if telegrams == 1
             && (!listing.starts_with("telegram at byte") || listing.contains("rejected"))
         {

@@ -66,20 +66,44 @@ pub struct Args {
 
 /// `--explain CAPTURE`: the M-Bus frames of a capture, record by record. Exits 1 when it holds none.
 fn explain_mbus(path: &std::path::Path, is_hex: bool) -> anyhow::Result<ExitCode> {
+    print_explained(&crate::decode::mbus::explain(&read_whole(path, is_hex)?))
+}
+
+/// A capture read whole for an explain listing (a listing is for a person: at most 16 MiB), `-`
+/// being standard input, hex text decoded with `--hex`.
+fn read_whole(path: &std::path::Path, is_hex: bool) -> anyhow::Result<Vec<u8>> {
     let name = path.display().to_string();
-    let raw = std::fs::read(path).with_context(|| format!("reading {name}"))?;
-    let bytes = if is_hex {
-        hex::decode(&raw).with_context(|| format!("{name} is not hex"))?
+    let reader: Box<dyn Read> = if name == "-" {
+        Box::new(std::io::stdin().lock())
     } else {
-        raw
+        Box::new(std::fs::File::open(path).with_context(|| format!("reading {name}"))?)
     };
-    let explained = crate::decode::mbus::explain(&bytes);
-    println!("{}", explained.text);
-    Ok(if explained.good > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let mut bytes = Vec::new();
+    reader
+        .take(16 << 20)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {name}"))?;
+    if is_hex {
+        bytes = hex::decode(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    }
+    Ok(bytes)
+}
+
+/// An explain listing on stdout; exit 1 when it holds no good frame or telegram, so a script can
+/// tell a capture of nothing from one it can write lines for.
+fn print_explained(explained: &crate::decode::Explained) -> anyhow::Result<ExitCode> {
+    print!("{}", explained.text);
+    if !explained.text.ends_with('\n') {
+        println!();
+    }
+    if explained.good == 0 {
+        eprintln!(
+            "sml: no good frame in the capture ({} rejected)",
+            explained.bad
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_time(s: &str) -> Result<chrono::NaiveDateTime, String> {
@@ -189,45 +213,21 @@ fn explain(
     capture: &std::path::Path,
 ) -> anyhow::Result<ExitCode> {
     use crate::script::model::Decoding;
-    let name = capture.display().to_string();
-    let mut bytes = Vec::new();
-    let reader: Box<dyn Read> = if name == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::fs::File::open(capture).with_context(|| format!("reading {name}"))?)
-    };
-    reader
-        .take(16 << 20)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {name}"))?;
-    if args.hex {
-        bytes = hex::decode(&bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-    }
-    if let Some(text) = crate::decode::dlms::explain_meter(meter, &bytes) {
-        print!("{text}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    match &meter.decoding {
-        Decoding::Raw { .. } => {
-            let explained = crate::decode::mbus::explain(&bytes);
-            println!("{}", explained.text);
-            Ok(if explained.good > 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+    let bytes = read_whole(capture, args.hex)?;
+    let explained = match &meter.decoding {
+        Decoding::Raw { .. } if crate::decode::dlms::wants(meter) => {
+            crate::decode::dlms::explain_meter(meter, &bytes).unwrap_or_default()
         }
-        Decoding::Ebus(_) => {
-            print!("{}", crate::decode::ebus::explain(&bytes));
-            Ok(ExitCode::SUCCESS)
-        }
+        Decoding::Raw { .. } => crate::decode::mbus::explain(&bytes),
+        Decoding::Ebus(_) => crate::decode::ebus::explain(&bytes),
         other => bail!(
             "--explain lists DLMS push (`=so4`), M-Bus (`r`) and eBus (`e`) captures; meter {} is \
              type '{}'",
             meter.index,
             other.type_letter()
         ),
-    }
+    };
+    print_explained(&explained)
 }
 
 /// What a replay found, for the summary line and the exit code.

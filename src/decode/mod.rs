@@ -263,6 +263,15 @@ pub fn decoder_for(meter: &Meter) -> Result<Box<dyn Decoder>, UnsupportedMeter> 
     }
 }
 
+/// What an `sml decode --explain` listing found: the text for a person, and how many frames or
+/// telegrams in it checked out and how many were rejected (none good: the command exits 1).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Explained {
+    pub text: String,
+    pub good: usize,
+    pub bad: usize,
+}
+
 /// Apply a number line's offset and divisor, as Tasmota does: (raw + offset) / divisor.
 pub fn scale(raw: f64, spec: &crate::script::model::ValueSpec) -> f64 {
     match spec {

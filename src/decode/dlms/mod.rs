@@ -344,7 +344,7 @@ impl Decoder for DlmsDecoder {
 
 /// `sml decode --explain` for a meter: the DLMS listing with the meter's keys, or `None` when the
 /// meter is not decoded here.
-pub fn explain_meter(meter: &Meter, bytes: &[u8]) -> Option<String> {
+pub fn explain_meter(meter: &Meter, bytes: &[u8]) -> Option<crate::decode::Explained> {
     wants(meter).then(|| explain(bytes, keys_of(meter).as_ref()))
 }
 
@@ -357,33 +357,38 @@ fn keys_of(meter: &Meter) -> Option<Keys> {
 
 /// `sml decode --explain` for DLMS: every frame, its security header (never a key) and the COSEM
 /// data of each notification with byte offsets, offset 0 being where a `r` meter's masks start.
-pub fn explain(bytes: &[u8], keys: Option<&Keys>) -> String {
-    let mut out = String::new();
+pub fn explain(bytes: &[u8], keys: Option<&Keys>) -> crate::decode::Explained {
+    let mut out = crate::decode::Explained::default();
     let mut framer = Framer::default();
     let mut unwrapper = Unwrapper::default();
     let mut count = 0usize;
     let mut sink = |f: Framed| match f {
         Framed::Discarded(n) => {
-            let _ = writeln!(out, "discarded {n} bytes before a frame start");
+            let _ = writeln!(out.text, "discarded {n} bytes before a frame start");
         }
         Framed::Rejected(e) => {
-            let _ = writeln!(out, "rejected frame: {e}");
+            out.bad += 1;
+            let _ = writeln!(out.text, "rejected frame: {e}");
         }
         Framed::Payload { framing, bytes } => {
             count += 1;
             let _ = writeln!(
-                out,
+                out.text,
                 "message {count}: {framing:?}, {} payload bytes",
                 bytes.len()
             );
             match unwrapper.open(&bytes, keys) {
                 Ok(None) => {
-                    let _ = writeln!(out, "  general-block-transfer block held");
+                    let _ = writeln!(out.text, "  general-block-transfer block held");
                 }
                 Err(e) => {
-                    let _ = writeln!(out, "  rejected: {e}");
+                    out.bad += 1;
+                    let _ = writeln!(out.text, "  rejected: {e}");
                 }
-                Ok(Some(n)) => explain_notification(&mut out, &n),
+                Ok(Some(n)) => {
+                    out.good += 1;
+                    explain_notification(&mut out.text, &n)
+                }
             }
         }
     };

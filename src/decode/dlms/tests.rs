@@ -315,12 +315,12 @@ fn a_plain_notification_is_read_too() {
 #[test]
 fn explain_lists_the_header_and_data_and_never_the_key() {
     let wire = encrypted_hdlc(&im350_notification(123_456, 500), 0x30, 7);
-    let text = explain(&wire, Some(&keys(true)));
+    let text = explain(&wire, Some(&keys(true))).text;
     assert!(text.contains("frame counter 7, tag checked"), "{text}");
     assert!(text.contains("unsigned 123456"), "{text}");
     assert!(text.contains("date-time 2024-11-27 16:32:48"), "{text}");
     assert!(!text.to_uppercase().contains(KEY) && !text.to_uppercase().contains(AUTH));
-    let no_key = explain(&wire, None);
+    let no_key = explain(&wire, None).text;
     assert!(no_key.contains("no `=so4` key"), "{no_key}");
 }
 

@@ -178,17 +178,21 @@ impl Decoder for EbusDecoder {
 /// A listing of every telegram in a capture, one line per part, for `sml decode --explain`:
 /// `QQ ZZ PB SB NN data CRC` of the master part, the ACK, `NN data CRC` of the slave's answer,
 /// and why a piece was rejected, with its byte offset.
-pub fn explain(capture: &[u8]) -> String {
+pub fn explain(capture: &[u8]) -> crate::decode::Explained {
     let mut framer = Framer::default();
-    let mut out = String::new();
+    let mut out = crate::decode::Explained::default();
     let mut sink = |frame: Frame| {
         match frame {
-            Frame::Telegram(t) => explain_telegram(&mut out, &t),
+            Frame::Telegram(t) => {
+                out.good += 1;
+                explain_telegram(&mut out.text, &t)
+            }
             Frame::Rejected(e) => {
-                let _ = writeln!(out, "rejected: {e}");
+                out.bad += 1;
+                let _ = writeln!(out.text, "rejected: {e}");
             }
             Frame::Discarded(n) => {
-                let _ = writeln!(out, "skipped {n} bytes (no telegram)");
+                let _ = writeln!(out.text, "skipped {n} bytes (no telegram)");
             }
         };
     };

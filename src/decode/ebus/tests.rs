@@ -431,7 +431,7 @@ fn explain_lists_each_part() {
     t.push(0x00);
     t.extend(answer(&[0x02, 0x03]));
     t.push(0x00);
-    let text = explain(&on_bus(&t));
+    let text = explain(&on_bus(&t)).text;
     let crc = t[6];
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(

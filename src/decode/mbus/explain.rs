@@ -4,14 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{check_long_frame, long_header, records, RecordValue};
-
-/// What `explain` found: the report, and how many good and bad frames it holds.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Explained {
-    pub text: String,
-    pub good: usize,
-    pub bad: usize,
-}
+use crate::decode::Explained;
 
 /// Explain every long frame in `bytes`; bytes outside frames are skipped (and counted).
 pub fn explain(bytes: &[u8]) -> Explained {

@@ -16,7 +16,7 @@ here a few hundred lines. Sans-IO, no allocation per byte, fuzzed (`fuzz/fuzz_ta
 pub mod explain;
 mod records;
 
-pub use explain::{explain, Explained};
+pub use explain::explain;
 pub use records::{records, DataField, Header, Record, RecordValue, Records};
 
 /// Why bytes that start like a long frame are not a good one.
