@@ -18,3 +18,4 @@ pub mod publish;
 pub mod runner;
 pub mod script;
 pub mod service;
+mod timer;

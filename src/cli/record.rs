@@ -247,8 +247,8 @@ impl<W: Write> Recording<W> {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Ending::Failed(format!("reading: {e}")),
                 },
-                _ = sleep_until_opt(deadline) => self.decoder.handle_timeout(Instant::now()),
-                _ = sleep_until_opt(until) => return Ending::Stopped,
+                _ = crate::timer::sleep_until_opt(deadline) => self.decoder.handle_timeout(Instant::now()),
+                _ = crate::timer::sleep_until_opt(until) => return Ending::Stopped,
                 _ = &mut stop => return Ending::Stopped,
             }
         }
@@ -314,13 +314,6 @@ fn progress_line(head: &str, bytes: u64, stats: &DecodeStats) -> String {
         "{head}: {bytes} bytes, {} telegrams, {} CRC errors",
         stats.telegrams, stats.crc_errors
     )
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -443,7 +443,7 @@ impl MqttTask {
                         self.handle_conn_event(ev);
                     }
                 }
-                _ = sleep_until_opt(deadline) => {
+                _ = crate::timer::sleep_until_opt(deadline) => {
                     self.delivery.handle_timeout(std::time::Instant::now());
                 }
             }
@@ -563,13 +563,6 @@ async fn drive_connection(
         if tx.send((generation, ev)).is_err() || last {
             return;
         }
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

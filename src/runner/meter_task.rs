@@ -390,8 +390,8 @@ impl LinkDriver {
                     Err(e) if link.ends_for_good() => return (Ending::Failed(e.to_string()), got_bytes),
                     Err(e) => return (Ending::Dropped(e.to_string()), got_bytes),
                 },
-                _ = sleep_until_opt(deadline) => decoder.handle_timeout(Instant::now()),
-                _ = sleep_until_opt(counts_due) => {
+                _ = crate::timer::sleep_until_opt(deadline) => decoder.handle_timeout(Instant::now()),
+                _ = crate::timer::sleep_until_opt(counts_due) => {
                     let due = state.warnings.handle_timeout(Instant::now());
                     report_counts(&state.label, due, "in the last minute");
                 }
@@ -484,12 +484,5 @@ impl LinkDriver {
             }
         }
         true
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<TokioInstant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
