@@ -132,17 +132,7 @@ pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
         bail!("sml decode needs a SCRIPT and a CAPTURE (or --explain CAPTURE)");
     };
     let script_path = script_arg.display().to_string();
-    let source = crate::script::read_script(script_arg)?;
-    let options = crate::script::CompileOptions {
-        defines: args.defines.clone(),
-    };
-    let compiled = crate::script::compile_with(&source, &options);
-    for d in &compiled.diagnostics {
-        eprint!("{}", d.render(&script_path));
-    }
-    let Some(script) = compiled.script else {
-        bail!("{script_path} does not compile");
-    };
+    let (script, _) = super::compile_script(script_arg, args.defines.clone())?;
     let Some(meter) = script.meter(args.meter) else {
         bail!(
             "{script_path} defines no meter {} (it has {})",

@@ -11,6 +11,7 @@ pub mod meters;
 pub mod record;
 pub mod run;
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -65,5 +66,24 @@ pub fn main() -> ExitCode {
             eprintln!("sml: error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The script of `decode`, `record` and `run`: read (size-capped), compiled with the user's
+/// `--define`s, its diagnostics on stderr (with journal priorities under systemd). The source comes
+/// back too, for the script sections' own check. A script that does not compile is an error.
+pub(crate) fn compile_script(
+    path: &Path,
+    defines: Vec<crate::script::Define>,
+) -> anyhow::Result<(crate::script::model::Script, Vec<u8>)> {
+    let shown = path.display().to_string();
+    let source = crate::script::read_script(path)?;
+    let compiled = crate::script::compile_with(&source, &crate::script::CompileOptions { defines });
+    for d in &compiled.diagnostics {
+        crate::service::eprint_diagnostic(d.severity, &d.render(&shown));
+    }
+    match compiled.script {
+        Some(script) => Ok((script, source)),
+        None => anyhow::bail!("{shown} does not compile"),
     }
 }

@@ -65,17 +65,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 pub fn execute(args: Args) -> anyhow::Result<ExitCode> {
     let script_path = args.script.display().to_string();
-    let source = crate::script::read_script(&args.script)?;
-    let options = crate::script::CompileOptions {
-        defines: args.defines.clone(),
-    };
-    let compiled = crate::script::compile_with(&source, &options);
-    for d in &compiled.diagnostics {
-        eprint!("{}", d.render(&script_path));
-    }
-    let Some(script) = compiled.script else {
-        bail!("{script_path} does not compile");
-    };
+    let (script, _) = super::compile_script(&args.script, args.defines.clone())?;
     let binding = &args.port;
     let Some(meter) = script.meter(binding.meter) else {
         bail!(

@@ -846,14 +846,7 @@ fn prepare(args: Args, stage: Stage) -> anyhow::Result<Prepared> {
         frontends,
     } = resolve(args, std::env::var(PASSWORD_ENV).ok())?;
     let shown = script_path.display().to_string();
-    let source = crate::script::read_script(&script_path)?;
-    let compiled = crate::script::compile_with(&source, &crate::script::CompileOptions { defines });
-    for d in &compiled.diagnostics {
-        crate::service::eprint_diagnostic(d.severity, &d.render(&shown));
-    }
-    let Some(script) = compiled.script else {
-        bail!("{shown} does not compile");
-    };
+    let (script, source) = super::compile_script(&script_path, defines)?;
     // The sections run: what does not translate stops the run here, as `sml check` reports it.
     let sections =
         crate::hooks::check::check_with_source(&script, &String::from_utf8_lossy(&source));
